@@ -1,0 +1,135 @@
+//! The one error type of janus-core; component errors convert into it.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong loading or running a Janus model from user input.
+#[derive(Debug, thiserror::Error)]
+pub enum JanusError {
+    /// A file or directory the model needs is absent.
+    #[error("missing {what}: {path}")]
+    Missing {
+        /// What was expected there.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// Reading a file failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A JSON file does not parse.
+    #[error("malformed JSON{}: {message}", path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    Json {
+        /// The file, when known.
+        path: Option<PathBuf>,
+        /// serde_json's message.
+        message: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// The configuration parses but cannot describe a model.
+    #[error("invalid config{}: {message}", path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    Config {
+        /// The file, when known.
+        path: Option<PathBuf>,
+        /// What is wrong.
+        message: String,
+    },
+    /// No checkpoint layout was recognised in a directory.
+    #[error(
+        "no checkpoint in {0}: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json"
+    )]
+    NoCheckpoint(PathBuf),
+    /// A checkpoint file cannot be read or parsed.
+    #[error("cannot read checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// The reader's message.
+        message: String,
+    },
+    /// A shard index names a file that is not there.
+    #[error("{index} names shard {shard}, which does not exist")]
+    MissingShard {
+        /// The index file.
+        index: PathBuf,
+        /// The missing shard file.
+        shard: PathBuf,
+    },
+    /// The model has a parameter that no checkpoint file provides.
+    #[error("missing tensor `{key}` (expected shape {expected:?}) in the checkpoint")]
+    MissingTensor {
+        /// Checkpoint key.
+        key: String,
+        /// Shape the model expects (PyTorch layout).
+        expected: Vec<usize>,
+    },
+    /// The checkpoint has a tensor the model does not use.
+    #[error("unexpected tensor `{key}` with shape {found:?} in {path}")]
+    UnexpectedTensor {
+        /// Checkpoint key.
+        key: String,
+        /// Its shape.
+        found: Vec<usize>,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A checkpoint tensor has the wrong shape.
+    #[error("tensor `{key}` has shape {found:?}, expected {expected:?} (in {path})")]
+    ShapeMismatch {
+        /// Checkpoint key.
+        key: String,
+        /// Shape the model expects (PyTorch layout).
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The language model refused its input.
+    #[error(transparent)]
+    Llm(#[from] janus_llm::LlmError),
+}
+
+impl JanusError {
+    pub(crate) fn json(e: serde_json::Error) -> Self {
+        Self::Json {
+            path: None,
+            message: e.to_string(),
+            line: e.line(),
+            column: e.column(),
+        }
+    }
+
+    pub(crate) fn config(message: String) -> Self {
+        Self::Config { path: None, message }
+    }
+
+    /// Attaches the file a parse error came from.
+    pub(crate) fn in_file(self, file: &Path) -> Self {
+        match self {
+            Self::Json { message, line, column, .. } => Self::Json {
+                path: Some(file.to_path_buf()),
+                message,
+                line,
+                column,
+            },
+            Self::Config { message, .. } => Self::Config { path: Some(file.to_path_buf()), message },
+            other => other,
+        }
+    }
+}
+
+/// Reads a text file, telling a missing file apart from an unreadable one.
+pub(crate) fn read_file(path: &Path) -> Result<String, JanusError> {
+    if !path.exists() {
+        return Err(JanusError::Missing { what: "file", path: path.to_path_buf() });
+    }
+    std::fs::read_to_string(path).map_err(|source| JanusError::Io { path: path.to_path_buf(), source })
+}

@@ -1,0 +1,103 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Tensor};
+
+use crate::cache::LayerKv;
+use crate::rope::RotaryEmbedding;
+
+/// Configuration of [`LlamaAttention`].
+#[derive(Config, Debug)]
+pub struct LlamaAttentionConfig {
+    /// Model width.
+    pub hidden_size: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads; a divisor of `num_heads`.
+    pub num_kv_heads: usize,
+}
+
+/// Multi-head self-attention with RoPE and optional grouped key/value heads (no biases).
+#[derive(Module, Debug)]
+pub struct LlamaAttention {
+    /// `D → H·head_dim`.
+    pub q_proj: Linear,
+    /// `D → H_kv·head_dim`.
+    pub k_proj: Linear,
+    /// `D → H_kv·head_dim`.
+    pub v_proj: Linear,
+    /// `H·head_dim → D`.
+    pub o_proj: Linear,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl LlamaAttentionConfig {
+    /// Builds the layer with random weights (to be overwritten by a checkpoint).
+    pub fn init(&self, device: &Device) -> LlamaAttention {
+        let head_dim = self.hidden_size / self.num_heads;
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        LlamaAttention {
+            q_proj: linear(self.hidden_size, self.num_heads * head_dim),
+            k_proj: linear(self.hidden_size, self.num_kv_heads * head_dim),
+            v_proj: linear(self.hidden_size, self.num_kv_heads * head_dim),
+            o_proj: linear(self.num_heads * head_dim, self.hidden_size),
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads,
+            head_dim,
+        }
+    }
+}
+
+impl LlamaAttention {
+    /// Attends `x` to itself and to whatever `cache` holds before position `past`.
+    ///
+    /// `mask` (`true` = masked) already includes the causal rule; without one, plain causal
+    /// masking aligned to the last key is used.
+    ///
+    /// # Shapes
+    /// - x: `[B, T, D]`; cos, sin: `[B, 1, T, head_dim]`; mask: `[B, H, T, past + T]`
+    /// - output: `[B, T, D]`
+    pub(crate) fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: Option<Tensor<4, Bool>>,
+        cache: Option<(&mut LayerKv, usize, usize)>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let heads = |proj: &Linear, n: usize| {
+            proj.forward(x.clone())
+                .reshape([b, t, n, self.head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = RotaryEmbedding::apply(heads(&self.q_proj, self.num_heads), cos, sin);
+        let k = RotaryEmbedding::apply(heads(&self.k_proj, self.num_kv_heads), cos, sin);
+        let v = heads(&self.v_proj, self.num_kv_heads);
+        let (k, v) = match cache {
+            Some((layer, past, capacity)) => layer.append(k, v, past, capacity),
+            None => (k, v),
+        };
+        let is_causal = mask.is_none() && t > 1;
+        let out = attention(
+            q,
+            k,
+            v,
+            mask,
+            None,
+            AttentionModuleOptions {
+                is_causal,
+                ..Default::default()
+            },
+        );
+        let out = out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]);
+        self.o_proj.forward(out)
+    }
+}

@@ -1,0 +1,47 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor};
+
+/// Configuration of [`LlamaMlp`].
+#[derive(Config, Debug)]
+pub struct LlamaMlpConfig {
+    /// Model width.
+    pub hidden_size: usize,
+    /// SwiGLU hidden width.
+    pub intermediate_size: usize,
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) ⊙ up(x))`, no biases.
+#[derive(Module, Debug)]
+pub struct LlamaMlp {
+    /// `D → I`, through SiLU.
+    pub gate_proj: Linear,
+    /// `D → I`.
+    pub up_proj: Linear,
+    /// `I → D`.
+    pub down_proj: Linear,
+}
+
+impl LlamaMlpConfig {
+    /// Builds the layer with random weights.
+    pub fn init(&self, device: &Device) -> LlamaMlp {
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        LlamaMlp {
+            gate_proj: linear(self.hidden_size, self.intermediate_size),
+            up_proj: linear(self.hidden_size, self.intermediate_size),
+            down_proj: linear(self.intermediate_size, self.hidden_size),
+        }
+    }
+}
+
+impl LlamaMlp {
+    /// # Shapes
+    /// - x: `[B, T, D]`
+    /// - output: `[B, T, D]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate.mul(self.up_proj.forward(x)))
+    }
+}

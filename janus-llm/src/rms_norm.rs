@@ -1,0 +1,70 @@
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::{DType, Device, Tensor};
+
+/// Configuration of [`LlamaRmsNorm`].
+#[derive(Config, Debug)]
+pub struct LlamaRmsNormConfig {
+    /// Width of the normalised dimension.
+    pub d_model: usize,
+    /// Added to the mean square before the square root.
+    #[config(default = 1e-6)]
+    pub epsilon: f64,
+}
+
+/// HF `LlamaRMSNorm`: normalise in f32, cast back to the input dtype, then scale.
+///
+/// burn's `RmsNorm` divides in the input dtype, which differs from the reference in bf16;
+/// the parameter is also called `weight` here, matching the checkpoint.
+#[derive(Module, Debug)]
+pub struct LlamaRmsNorm {
+    /// Per-channel scale `[d_model]`.
+    pub weight: Param<Tensor<1>>,
+    /// Epsilon.
+    pub epsilon: f64,
+}
+
+impl LlamaRmsNormConfig {
+    /// Builds the norm with a unit scale.
+    pub fn init(&self, device: &Device) -> LlamaRmsNorm {
+        LlamaRmsNorm {
+            weight: Param::from_tensor(Tensor::ones([self.d_model], device)),
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+impl LlamaRmsNorm {
+    /// # Shapes
+    /// - input: `[..., d_model]`
+    /// - output: same as input
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x32 = if dtype == DType::F32 { x } else { x.cast(DType::F32) };
+        let rms = x32.clone().square().mean_dim(D - 1).add_scalar(self.epsilon).sqrt();
+        let normed = x32.div(rms);
+        let normed = if dtype == DType::F32 { normed } else { normed.cast(dtype) };
+        let weight = self.weight.val();
+        let weight = if weight.dtype() == dtype { weight } else { weight.cast(dtype) };
+        normed.mul(weight.unsqueeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn normalises_like_hf() {
+        let device = Device::flex();
+        let norm = LlamaRmsNormConfig::new(4).init(&device);
+        let x = Tensor::<2>::from_data(TensorData::from([[1.0f32, 2.0, 3.0, 4.0]]), &device);
+        let y: Vec<f32> = norm.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        let rms = ((1.0f64 + 4.0 + 9.0 + 16.0) / 4.0 + 1e-6).sqrt();
+        for (i, v) in y.iter().enumerate() {
+            let expected = (i as f64 + 1.0) / rms;
+            assert!((*v as f64 - expected).abs() < 1e-6, "{v} vs {expected}");
+        }
+    }
+}
