@@ -1,0 +1,121 @@
+//! `JanusModel`: the seven checkpoint components, built from a [`JanusConfig`] and loaded from
+//! a model directory.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::nn::Embedding;
+use burn::tensor::{DType, Device};
+use janus_adapters::{GenEmbedConfig, GenHead, GenHeadConfig, MlpProjector, MlpProjectorConfig};
+use janus_llm::LlamaForCausalLM;
+use janus_siglip::{SiglipConfig, SiglipVisionTower};
+use janus_vq::{VqConfig, VqModel};
+
+use crate::checkpoint::{CheckpointLayout, LoadReport, load_checkpoint};
+use crate::config::{JanusConfig, ProjectorParams};
+use crate::error::JanusError;
+
+/// The whole Janus model; field names are the checkpoint's top-level prefixes.
+#[derive(Module, Debug)]
+pub struct JanusModel {
+    /// SigLIP vision tower (understanding encoder).
+    pub vision_model: SiglipVisionTower,
+    /// Understanding adaptor: SigLIP features → LLM embeddings.
+    pub aligner: MlpProjector,
+    /// VQ image tokenizer (codes ↔ pixels).
+    pub gen_vision_model: VqModel,
+    /// Generation adaptor: `gen_embed` vectors → LLM embeddings.
+    pub gen_aligner: MlpProjector,
+    /// Image head: LLM hidden state → image-code logits.
+    pub gen_head: GenHead,
+    /// Image-code embedding table for generation input (not the VQ codebook).
+    pub gen_embed: Embedding,
+    /// The shared LLaMA language model.
+    pub language_model: LlamaForCausalLM,
+}
+
+/// How to load a model directory.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Float dtype of the parameters (checkpoint tensors are converted on load).
+    pub dtype: DType,
+    /// Read the weights from here instead of the model directory (same layouts).
+    pub weights_dir: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { dtype: DType::F32, weights_dir: None }
+    }
+}
+
+fn config_err(component: &str, e: impl std::fmt::Display) -> JanusError {
+    JanusError::Config { path: None, message: format!("{component}: {e}") }
+}
+
+impl JanusConfig {
+    /// The SigLIP tower's config.
+    pub fn siglip(&self) -> SiglipConfig {
+        let v = &self.vision;
+        SiglipConfig::new(v.image_size, v.patch_size, v.width, v.layers, v.heads)
+            .with_mlp_ratio(v.mlp_ratio)
+            .with_select_layer(v.select_layer)
+    }
+
+    /// The VQ model's config.
+    pub fn vq(&self) -> VqConfig {
+        let g = &self.gen_vision;
+        VqConfig::vq_16()
+            .with_codebook_size(g.codebook_size)
+            .with_codebook_embed_dim(g.codebook_dim)
+            .with_ch(g.ch)
+            .with_ch_mult(g.ch_mult.clone())
+            .with_z_channels(g.z_channels)
+            .with_num_res_blocks(g.num_res_blocks)
+    }
+}
+
+fn projector(p: &ProjectorParams, name: &str) -> Result<MlpProjectorConfig, JanusError> {
+    MlpProjectorConfig::from_type_name(&p.projector_type, p.input_dim, p.n_embed)
+        .map(|c| c.with_depth(p.depth))
+        .map_err(|e| config_err(name, e))
+}
+
+impl JanusModel {
+    /// Builds every component with random weights (to be overwritten by a checkpoint).
+    pub fn init(config: &JanusConfig, device: &Device) -> Result<Self, JanusError> {
+        let gh = &config.gen_head;
+        Ok(Self {
+            vision_model: config.siglip().init(device).map_err(|e| config_err("vision_config", e))?,
+            aligner: projector(&config.aligner, "aligner_config")?
+                .init(device)
+                .map_err(|e| config_err("aligner_config", e))?,
+            gen_vision_model: config.vq().init(device).map_err(|e| config_err("gen_vision_config", e))?,
+            gen_aligner: projector(&config.gen_aligner, "gen_aligner_config")?
+                .init(device)
+                .map_err(|e| config_err("gen_aligner_config", e))?,
+            gen_head: GenHeadConfig::new(gh.n_embed, gh.image_token_embed, gh.image_token_size)
+                .init(device)
+                .map_err(|e| config_err("gen_head_config", e))?,
+            gen_embed: GenEmbedConfig::new(config.gen_vision.codebook_size, config.gen_vision.codebook_dim)
+                .init(device)
+                .map_err(|e| config_err("gen_vision_config", e))?,
+            language_model: config.language.init(device)?,
+        })
+    }
+
+    /// Loads a model directory as downloaded from the hub (`config.json` plus weights in any
+    /// released layout).
+    pub fn load(
+        dir: impl AsRef<Path>,
+        options: &LoadOptions,
+        device: &Device,
+    ) -> Result<(Self, JanusConfig, LoadReport), JanusError> {
+        let dir = dir.as_ref();
+        let config = JanusConfig::from_dir(dir)?;
+        let layout = CheckpointLayout::discover(options.weights_dir.as_deref().unwrap_or(dir))?;
+        let mut model = Self::init(&config, device)?;
+        let report = load_checkpoint(&mut model, &layout, options.dtype)?;
+        Ok((model, config, report))
+    }
+}

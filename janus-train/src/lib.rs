@@ -1,0 +1,1 @@
+//! janus-train

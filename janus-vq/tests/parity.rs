@@ -1,0 +1,129 @@
+//! VQ tokenizer against the reference implementation's goldens (`goldens/vq.safetensors`).
+
+mod common;
+
+use burn::tensor::{DType, Device};
+
+use common::{Goldens, codes_vec, fixture_dirs, load_vq, relative_error};
+
+const GOLDEN: &str = "vq.safetensors";
+const F32_TOL: f64 = 1e-4;
+const BF16_TOL: f64 = 2e-2;
+
+/// Code grid of an image of the given spatial size.
+fn grid(model: &janus_vq::VqModel, height: usize, width: usize) -> (usize, usize) {
+    let f = model.downsample_factor();
+    (height / f, width / f)
+}
+
+#[test]
+fn encode_matches_golden_codes_and_quant() {
+    let device = Device::flex();
+    let dirs = fixture_dirs(GOLDEN);
+    assert!(!dirs.is_empty(), "no fixture with goldens/{GOLDEN}");
+    let mut checked = 0;
+    for dir in dirs {
+        let Some((model, _)) = load_vq(&dir, DType::F32, &device) else {
+            continue;
+        };
+        let goldens = Goldens::open(&dir, GOLDEN);
+        let image = goldens.float::<4>("image", &device);
+        let enc = model.encode(image).expect("encode");
+        let (golden_codes, shape) = goldens.ints("codes");
+        assert_eq!(enc.codes.dims().to_vec(), shape);
+        let codes = codes_vec(enc.codes);
+        let mismatches = codes.iter().zip(&golden_codes).filter(|(a, b)| a != b).count();
+        println!(
+            "{}: VQ encode codes mismatches {mismatches}/{}",
+            dir.display(),
+            codes.len()
+        );
+        assert_eq!(codes, golden_codes, "codes differ");
+        let err = relative_error(enc.quant, goldens.float::<4>("quant", &device));
+        println!("{}: VQ quant f32 relative error {err:.3e}", dir.display());
+        assert!(err <= F32_TOL, "quant relative error {err:.3e} > {F32_TOL:e}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no fixture could be checked");
+}
+
+#[test]
+fn decode_matches_golden() {
+    let device = Device::flex();
+    let mut checked = 0;
+    for dir in fixture_dirs(GOLDEN) {
+        let Some((model, _)) = load_vq(&dir, DType::F32, &device) else {
+            continue;
+        };
+        let goldens = Goldens::open(&dir, GOLDEN);
+        let decoded = goldens.float::<4>("decoded", &device);
+
+        let from_quant = model
+            .decode(goldens.float::<4>("quant", &device))
+            .expect("decode");
+        let err = relative_error(from_quant, decoded.clone());
+        println!("{}: VQ decode(quant) f32 relative error {err:.3e}", dir.display());
+        assert!(err <= F32_TOL, "decode(quant) relative error {err:.3e} > {F32_TOL:e}");
+
+        let [_, _, h, w] = decoded.dims();
+        let from_codes = model
+            .decode_codes(goldens.int::<2>("codes", &device), grid(&model, h, w))
+            .expect("decode_codes");
+        let err = relative_error(from_codes, decoded);
+        println!("{}: VQ decode_codes(codes) f32 relative error {err:.3e}", dir.display());
+        assert!(err <= F32_TOL, "decode_codes relative error {err:.3e} > {F32_TOL:e}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no fixture could be checked");
+}
+
+#[test]
+fn random_codes_decode_matches_golden() {
+    let device = Device::flex();
+    let mut checked = 0;
+    for dir in fixture_dirs(GOLDEN) {
+        let Some((model, _)) = load_vq(&dir, DType::F32, &device) else {
+            continue;
+        };
+        let goldens = Goldens::open(&dir, GOLDEN);
+        let reference = goldens.float::<4>("random_decoded", &device);
+        let [_, _, h, w] = reference.dims();
+        let out = model
+            .decode_codes(goldens.int::<2>("random_codes", &device), grid(&model, h, w))
+            .expect("decode_codes");
+        let err = relative_error(out, reference);
+        println!("{}: VQ random_decoded f32 relative error {err:.3e}", dir.display());
+        assert!(err <= F32_TOL, "relative error {err:.3e} > {F32_TOL:e}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no fixture could be checked");
+}
+
+/// Same weights cast to bf16 on load: decoding runs entirely in bf16 and stays within the bf16
+/// tolerance of the f32 reference.
+#[test]
+fn random_codes_decode_matches_golden_bf16() {
+    let device = Device::flex();
+    for dir in fixture_dirs(GOLDEN) {
+        let Some((model, _)) = load_vq(&dir, DType::BF16, &device) else {
+            continue;
+        };
+        assert_eq!(model.dtype(), DType::BF16);
+        let goldens = Goldens::open(&dir, GOLDEN);
+        let reference = goldens.float::<4>("random_decoded", &device);
+        let [_, _, h, w] = reference.dims();
+        let out = model
+            .decode_codes(goldens.int::<2>("random_codes", &device), grid(&model, h, w))
+            .expect("decode_codes");
+        assert_eq!(out.dtype(), DType::BF16);
+        let err = relative_error(out, reference);
+        println!("{}: VQ random_decoded bf16 relative error {err:.3e}", dir.display());
+        assert!(err <= BF16_TOL, "relative error {err:.3e} > {BF16_TOL:e}");
+
+        // Encoding in bf16 must at least run in bf16 end to end.
+        let enc = model
+            .encode(goldens.float::<4>("image", &device))
+            .expect("encode");
+        assert_eq!(enc.quant.dtype(), DType::BF16);
+    }
+}
