@@ -1,1 +1,120 @@
-fn main(){}
+//! Loads a Janus model directory and prints what is in it: config, checkpoint layout, dtype and
+//! parameter count per component.
+//!
+//! ```sh
+//! cargo run --release --example inspect -- --model tests/fixtures/tiny-janus
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::tensor::DType;
+use clap::Parser;
+use janus_core::{CheckpointLayout, JanusModel, LoadOptions};
+
+#[derive(Parser)]
+#[command(
+    about = "Print the config, checkpoint layout, dtype and parameter counts of a Janus model"
+)]
+struct Args {
+    /// Model directory (config.json + weights); defaults to the bundled tiny checkpoint.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Read weights from this directory instead (e.g. tests/fixtures/tiny-janus/torch-bf16).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Parameter dtype after loading.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    dtype: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
+    let dtype = match args.dtype.as_str() {
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        _ => DType::F32,
+    };
+    let device = janus_rs::default_device();
+    let layout = CheckpointLayout::discover(args.weights.as_deref().unwrap_or(&dir))?;
+    let options = LoadOptions {
+        dtype,
+        weights_dir: args.weights,
+    };
+    let (model, config, report) = JanusModel::load(&dir, &options, &device)
+        .with_context(|| format!("loading {}", dir.display()))?;
+
+    println!("model directory: {}", dir.display());
+    println!(
+        "checkpoint:      {} ({} file(s))",
+        layout.describe(),
+        layout.files.len()
+    );
+    for f in &layout.files {
+        println!("                 {}", f.display());
+    }
+    let source = report
+        .source_dtype
+        .map_or("?".to_string(), |d| format!("{d:?}"));
+    println!("dtype:           {source} in the files, {dtype:?} in memory");
+    println!(
+        "tensors:         {} loaded, {} ignored (unused by inference)",
+        report.applied, report.ignored
+    );
+    let v = &config.vision;
+    println!(
+        "vision:          {} {}px patch {} width {} x {} blocks, {} heads -> {} image tokens",
+        v.model_name,
+        v.image_size,
+        v.patch_size,
+        v.width,
+        v.layers,
+        v.heads,
+        config.num_image_tokens()
+    );
+    let g = &config.gen_vision;
+    println!(
+        "vq:              {} ch {} ch_mult {:?} z {} codebook {}x{}, {}px -> {}x{} codes",
+        g.model_name,
+        g.ch,
+        g.ch_mult,
+        g.z_channels,
+        g.codebook_size,
+        g.codebook_dim,
+        g.image_size,
+        g.grid(),
+        g.grid()
+    );
+    let l = &config.language;
+    println!(
+        "language:        hidden {} x {} layers, {} heads ({} kv), mlp {}, vocab {}, context {}",
+        l.hidden_size,
+        l.num_hidden_layers,
+        l.num_attention_heads,
+        l.kv_heads(),
+        l.intermediate_size,
+        l.vocab_size,
+        l.max_position_embeddings
+    );
+    let parts = [
+        ("vision_model", model.vision_model.num_params()),
+        ("aligner", model.aligner.num_params()),
+        ("gen_vision_model", model.gen_vision_model.num_params()),
+        ("gen_aligner", model.gen_aligner.num_params()),
+        ("gen_head", model.gen_head.num_params()),
+        ("gen_embed", model.gen_embed.num_params()),
+        ("language_model", model.language_model.num_params()),
+    ];
+    println!("parameters:");
+    for (name, n) in parts {
+        println!("  {name:<18} {n:>14}");
+    }
+    println!(
+        "  {:<18} {:>14}",
+        "total",
+        parts.iter().map(|p| p.1).sum::<usize>()
+    );
+    Ok(())
+}

@@ -141,7 +141,8 @@ const SIGLIP_TABLE: &[(&str, usize, usize, usize, usize, usize, f64)] =
     &[("siglip_large_patch16_384", 384, 16, 1024, 24, 16, 4.0)];
 
 /// LlamaGen's `VQ-16`: (name, ch, ch_mult, z_channels, num_res_blocks).
-const VQ_TABLE: &[(&str, usize, &[usize], usize, usize)] = &[("VQ-16", 128, &[1, 1, 2, 2, 4], 256, 2)];
+const VQ_TABLE: &[(&str, usize, &[usize], usize, usize)] =
+    &[("VQ-16", 128, &[1, 1, 2, 2, 4], 256, 2)];
 
 impl JanusConfig {
     /// Reads `config.json` from a model directory.
@@ -205,17 +206,26 @@ fn released_json(d: usize, language: &str) -> String {
     )
 }
 
-fn get_usize(p: &serde_json::Map<String, Value>, key: &str, ctx: &str) -> Result<Option<usize>, JanusError> {
+fn get_usize(
+    p: &serde_json::Map<String, Value>,
+    key: &str,
+    ctx: &str,
+) -> Result<Option<usize>, JanusError> {
     match p.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| JanusError::config(format!("{ctx}.{key} must be a non-negative integer, found {v}"))),
+        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+            JanusError::config(format!(
+                "{ctx}.{key} must be a non-negative integer, found {v}"
+            ))
+        }),
     }
 }
 
-fn get_f64(p: &serde_json::Map<String, Value>, key: &str, ctx: &str) -> Result<Option<f64>, JanusError> {
+fn get_f64(
+    p: &serde_json::Map<String, Value>,
+    key: &str,
+    ctx: &str,
+) -> Result<Option<f64>, JanusError> {
     match p.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -227,7 +237,10 @@ fn get_f64(p: &serde_json::Map<String, Value>, key: &str, ctx: &str) -> Result<O
 
 fn vision_params(p: &serde_json::Map<String, Value>) -> Result<VisionParams, JanusError> {
     let ctx = "vision_config.params";
-    let name = p.get("model_name").and_then(Value::as_str).unwrap_or("siglip_large_patch16_384");
+    let name = p
+        .get("model_name")
+        .and_then(Value::as_str)
+        .unwrap_or("siglip_large_patch16_384");
     let table = SIGLIP_TABLE.iter().find(|row| row.0 == name);
     let pick = |key: &str, from_table: Option<usize>| -> Result<usize, JanusError> {
         get_usize(p, key, ctx)?.or(from_table).ok_or_else(|| {
@@ -239,7 +252,9 @@ fn vision_params(p: &serde_json::Map<String, Value>) -> Result<VisionParams, Jan
     let mlp_ratio = match get_f64(p, "mlp_ratio", ctx)? {
         Some(r) => r,
         None => table.map(|t| t.6).ok_or_else(|| {
-            JanusError::config(format!("unknown vision model_name `{name}` and no explicit `mlp_ratio` in {ctx}"))
+            JanusError::config(format!(
+                "unknown vision model_name `{name}` and no explicit `mlp_ratio` in {ctx}"
+            ))
         })?,
     };
     Ok(VisionParams {
@@ -270,22 +285,34 @@ fn vq_params(c: &RawComponent) -> Result<VqParams, JanusError> {
     let name = c.cls.as_deref().unwrap_or("VQ-16");
     let table = VQ_TABLE.iter().find(|row| row.0 == name);
     let unknown = |key: &str| {
-        JanusError::config(format!("unknown VQ model `{name}` and no explicit `{key}` in {ctx}"))
+        JanusError::config(format!(
+            "unknown VQ model `{name}` and no explicit `{key}` in {ctx}"
+        ))
     };
     let ch_mult = match p.get("ch_mult") {
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| v.as_u64().map(|n| n as usize))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| JanusError::config(format!("{ctx}.ch_mult must be a list of integers")))?,
-        Some(v) => return Err(JanusError::config(format!("{ctx}.ch_mult must be a list, found {v}"))),
-        None => table.map(|t| t.2.to_vec()).ok_or_else(|| unknown("ch_mult"))?,
+            .ok_or_else(|| {
+                JanusError::config(format!("{ctx}.ch_mult must be a list of integers"))
+            })?,
+        Some(v) => {
+            return Err(JanusError::config(format!(
+                "{ctx}.ch_mult must be a list, found {v}"
+            )));
+        }
+        None => table
+            .map(|t| t.2.to_vec())
+            .ok_or_else(|| unknown("ch_mult"))?,
     };
     let vq = VqParams {
         model_name: name.to_string(),
         codebook_size: get_usize(p, "image_token_size", ctx)?.unwrap_or(16384),
         codebook_dim: get_usize(p, "n_embed", ctx)?.unwrap_or(8),
-        ch: get_usize(p, "ch", ctx)?.or(table.map(|t| t.1)).ok_or_else(|| unknown("ch"))?,
+        ch: get_usize(p, "ch", ctx)?
+            .or(table.map(|t| t.1))
+            .ok_or_else(|| unknown("ch"))?,
         ch_mult,
         z_channels: get_usize(p, "z_channels", ctx)?
             .or(table.map(|t| t.3))
@@ -313,7 +340,8 @@ fn language(p: &serde_json::Map<String, Value>) -> Result<LlamaConfig, JanusErro
         hidden_size: get_usize(p, "hidden_size", ctx)?.unwrap_or(d.hidden_size),
         intermediate_size: get_usize(p, "intermediate_size", ctx)?.unwrap_or(d.intermediate_size),
         num_hidden_layers: get_usize(p, "num_hidden_layers", ctx)?.unwrap_or(d.num_hidden_layers),
-        num_attention_heads: get_usize(p, "num_attention_heads", ctx)?.unwrap_or(d.num_attention_heads),
+        num_attention_heads: get_usize(p, "num_attention_heads", ctx)?
+            .unwrap_or(d.num_attention_heads),
         num_key_value_heads: get_usize(p, "num_key_value_heads", ctx)?,
         max_position_embeddings: get_usize(p, "max_position_embeddings", ctx)?
             .unwrap_or(d.max_position_embeddings),
@@ -321,14 +349,19 @@ fn language(p: &serde_json::Map<String, Value>) -> Result<LlamaConfig, JanusErro
         rope_theta: get_f64(p, "rope_theta", ctx)?.unwrap_or(d.rope_theta),
     };
     if p.get("tie_word_embeddings").and_then(Value::as_bool) == Some(true) {
-        return Err(JanusError::config("language_config: tied embeddings are not used by any Janus model".into()));
+        return Err(JanusError::config(
+            "language_config: tied embeddings are not used by any Janus model".into(),
+        ));
     }
     if let Some(act) = p.get("hidden_act").and_then(Value::as_str)
         && act != "silu"
     {
-        return Err(JanusError::config(format!("language_config.hidden_act `{act}` is not supported (silu only)")));
+        return Err(JanusError::config(format!(
+            "language_config.hidden_act `{act}` is not supported (silu only)"
+        )));
     }
-    cfg.validate().map_err(|e| JanusError::config(e.to_string()))?;
+    cfg.validate()
+        .map_err(|e| JanusError::config(e.to_string()))?;
     Ok(cfg)
 }
 
@@ -354,7 +387,12 @@ mod tests {
     fn released_tables_resolve() {
         let c = JanusConfig::janus_pro_1b();
         assert_eq!(
-            (c.vision.width, c.vision.layers, c.vision.heads, c.vision.patch_size),
+            (
+                c.vision.width,
+                c.vision.layers,
+                c.vision.heads,
+                c.vision.patch_size
+            ),
             (1024, 24, 16, 16)
         );
         assert_eq!(c.num_image_tokens(), 576);
@@ -370,16 +408,22 @@ mod tests {
         let text = released_json(64, r#""hidden_size": 64, "num_attention_heads": 4"#)
             .replace("siglip_large_patch16_384", "siglip_mystery");
         let err = JanusConfig::from_json_str(&text).unwrap_err().to_string();
-        assert!(err.contains("siglip_mystery") && err.contains("width"), "{err}");
+        assert!(
+            err.contains("siglip_mystery") && err.contains("width"),
+            "{err}"
+        );
 
-        let text = released_json(64, r#""hidden_size": 64, "num_attention_heads": 4"#).replace("VQ-16", "VQ-99");
+        let text = released_json(64, r#""hidden_size": 64, "num_attention_heads": 4"#)
+            .replace("VQ-16", "VQ-99");
         let err = JanusConfig::from_json_str(&text).unwrap_err().to_string();
         assert!(err.contains("VQ-99"), "{err}");
     }
 
     #[test]
     fn malformed_json_reports_position() {
-        let err = JanusConfig::from_json_str("{\n  \"vision_config\": [,\n}").unwrap_err().to_string();
+        let err = JanusConfig::from_json_str("{\n  \"vision_config\": [,\n}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
     }
 }

@@ -108,19 +108,30 @@ impl JanusError {
     }
 
     pub(crate) fn config(message: String) -> Self {
-        Self::Config { path: None, message }
+        Self::Config {
+            path: None,
+            message,
+        }
     }
 
     /// Attaches the file a parse error came from.
     pub(crate) fn in_file(self, file: &Path) -> Self {
         match self {
-            Self::Json { message, line, column, .. } => Self::Json {
+            Self::Json {
+                message,
+                line,
+                column,
+                ..
+            } => Self::Json {
                 path: Some(file.to_path_buf()),
                 message,
                 line,
                 column,
             },
-            Self::Config { message, .. } => Self::Config { path: Some(file.to_path_buf()), message },
+            Self::Config { message, .. } => Self::Config {
+                path: Some(file.to_path_buf()),
+                message,
+            },
             other => other,
         }
     }
@@ -129,7 +140,23 @@ impl JanusError {
 /// Reads a text file, telling a missing file apart from an unreadable one.
 pub(crate) fn read_file(path: &Path) -> Result<String, JanusError> {
     if !path.exists() {
-        return Err(JanusError::Missing { what: "file", path: path.to_path_buf() });
+        // A mistyped model directory should be reported as the directory, not its config.
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            return Err(JanusError::Missing {
+                what: "directory",
+                path: dir.to_path_buf(),
+            });
+        }
+        return Err(JanusError::Missing {
+            what: "file",
+            path: path.to_path_buf(),
+        });
     }
-    std::fs::read_to_string(path).map_err(|source| JanusError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| JanusError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

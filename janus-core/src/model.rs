@@ -45,12 +45,18 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, weights_dir: None }
+        Self {
+            dtype: DType::F32,
+            weights_dir: None,
+        }
     }
 }
 
 fn config_err(component: &str, e: impl std::fmt::Display) -> JanusError {
-    JanusError::Config { path: None, message: format!("{component}: {e}") }
+    JanusError::Config {
+        path: None,
+        message: format!("{component}: {e}"),
+    }
 }
 
 impl JanusConfig {
@@ -86,20 +92,29 @@ impl JanusModel {
     pub fn init(config: &JanusConfig, device: &Device) -> Result<Self, JanusError> {
         let gh = &config.gen_head;
         Ok(Self {
-            vision_model: config.siglip().init(device).map_err(|e| config_err("vision_config", e))?,
+            vision_model: config
+                .siglip()
+                .init(device)
+                .map_err(|e| config_err("vision_config", e))?,
             aligner: projector(&config.aligner, "aligner_config")?
                 .init(device)
                 .map_err(|e| config_err("aligner_config", e))?,
-            gen_vision_model: config.vq().init(device).map_err(|e| config_err("gen_vision_config", e))?,
+            gen_vision_model: config
+                .vq()
+                .init(device)
+                .map_err(|e| config_err("gen_vision_config", e))?,
             gen_aligner: projector(&config.gen_aligner, "gen_aligner_config")?
                 .init(device)
                 .map_err(|e| config_err("gen_aligner_config", e))?,
             gen_head: GenHeadConfig::new(gh.n_embed, gh.image_token_embed, gh.image_token_size)
                 .init(device)
                 .map_err(|e| config_err("gen_head_config", e))?,
-            gen_embed: GenEmbedConfig::new(config.gen_vision.codebook_size, config.gen_vision.codebook_dim)
-                .init(device)
-                .map_err(|e| config_err("gen_vision_config", e))?,
+            gen_embed: GenEmbedConfig::new(
+                config.gen_vision.codebook_size,
+                config.gen_vision.codebook_dim,
+            )
+            .init(device)
+            .map_err(|e| config_err("gen_vision_config", e))?,
             language_model: config.language.init(device)?,
         })
     }

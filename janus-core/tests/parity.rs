@@ -9,15 +9,26 @@ use common::{model_dirs, read_goldens, rel_err, weight_dirs};
 use janus_core::{JanusModel, LoadOptions};
 
 /// Golden files that have a parity test in this file.
-const CHECKED: &[&str] = &["llm.safetensors"];
+const CHECKED: &[&str] = &["llm.safetensors", "vision.safetensors"];
 
 /// Golden files whose checks belong to later issues. This list only shrinks.
 const PENDING: &[(&str, &str)] = &[
-    ("vision.safetensors", "issue 3: parity_vision"),
-    ("understanding_single.safetensors", "issue 3: parity_understanding"),
-    ("understanding_multi.safetensors", "issue 3: parity_understanding"),
-    ("understanding_text_only.safetensors", "issue 3: parity_understanding"),
-    ("understanding_batch.safetensors", "issue 3: parity_understanding"),
+    (
+        "understanding_single.safetensors",
+        "issue 3: parity_understanding",
+    ),
+    (
+        "understanding_multi.safetensors",
+        "issue 3: parity_understanding",
+    ),
+    (
+        "understanding_text_only.safetensors",
+        "issue 3: parity_understanding",
+    ),
+    (
+        "understanding_batch.safetensors",
+        "issue 3: parity_understanding",
+    ),
     ("vq.safetensors", "issue 4: parity_vq"),
     ("generation.safetensors", "issue 4: parity_generation"),
     ("train.safetensors", "issue 5: parity_train"),
@@ -29,13 +40,22 @@ fn parity_harness_covers_every_fixture() {
     let device = Device::flex();
     for dir in model_dirs() {
         for weights in weight_dirs(&dir) {
-            let options = LoadOptions { weights_dir: Some(weights.clone()), ..Default::default() };
+            let options = LoadOptions {
+                weights_dir: Some(weights.clone()),
+                ..Default::default()
+            };
             if let Err(e) = JanusModel::load(&dir, &options, &device) {
-                panic!("{} (weights {}) does not load: {e}", dir.display(), weights.display());
+                panic!(
+                    "{} (weights {}) does not load: {e}",
+                    dir.display(),
+                    weights.display()
+                );
             }
         }
         let goldens = dir.join("goldens");
-        let Ok(entries) = std::fs::read_dir(&goldens) else { continue };
+        let Ok(entries) = std::fs::read_dir(&goldens) else {
+            continue;
+        };
         for entry in entries {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             if !name.ends_with(".safetensors") {
@@ -70,14 +90,25 @@ fn parity_llm() {
         let reference = &g["logits"];
         let (b, t) = (ids.shape[0], ids.shape[1]);
         let v = reference.shape[2];
-        let rows: Vec<Vec<bool>> = mask.ints.chunks(t).map(|r| r.iter().map(|m| *m != 0).collect()).collect();
+        let rows: Vec<Vec<bool>> = mask
+            .ints
+            .chunks(t)
+            .map(|r| r.iter().map(|m| *m != 0).collect())
+            .collect();
         for weights in weight_dirs(&dir) {
             for dtype in [DType::F32, DType::BF16] {
-                let options = LoadOptions { weights_dir: Some(weights.clone()), dtype };
+                let options = LoadOptions {
+                    weights_dir: Some(weights.clone()),
+                    dtype,
+                };
                 let (model, _, _) = JanusModel::load(&dir, &options, &device).unwrap();
                 let logits = model
                     .language_model
-                    .forward(int_tensor(&ids.ints, &ids.shape, &device), Some(&rows), None)
+                    .forward(
+                        int_tensor(&ids.ints, &ids.shape, &device),
+                        Some(&rows),
+                        None,
+                    )
                     .unwrap()
                     .cast(DType::F32);
                 let out = logits.into_data().try_to_vec::<f32>().unwrap();
@@ -91,11 +122,56 @@ fn parity_llm() {
                 }
                 let err = rel_err(&got, &want);
                 let tol = if dtype == DType::F32 { 1e-4 } else { 2e-2 };
-                println!("parity_llm {} [{}] {dtype:?}: rel err {err:.3e}", dir.display(), weights.display());
-                assert!(err <= tol, "{}: {dtype:?} logits rel err {err:.3e} > {tol}", weights.display());
+                println!(
+                    "parity_llm {} [{}] {dtype:?}: rel err {err:.3e}",
+                    dir.display(),
+                    weights.display()
+                );
+                assert!(
+                    err <= tol,
+                    "{}: {dtype:?} logits rel err {err:.3e} > {tol}",
+                    weights.display()
+                );
                 checked += 1;
             }
         }
     }
     assert!(checked > 0, "no fixture has goldens/llm.safetensors");
+}
+
+/// SigLIP features and the understanding adaptor, for every fixture.
+#[test]
+fn parity_vision() {
+    let device = Device::flex();
+    let mut checked = 0;
+    for dir in model_dirs() {
+        let path = dir.join("goldens/vision.safetensors");
+        if !path.exists() {
+            continue;
+        }
+        let g = read_goldens(&path);
+        let (model, _, _) = JanusModel::load(&dir, &LoadOptions::default(), &device).unwrap();
+        let px = &g["pixel_values"];
+        let pixels = Tensor::<4>::from_data(
+            TensorData::new(
+                px.floats.clone(),
+                [px.shape[0], px.shape[1], px.shape[2], px.shape[3]],
+            ),
+            &device,
+        );
+        let features = model.vision_model.forward(pixels);
+        let aligned = model.aligner.forward(features.clone());
+        for (name, out) in [("features", features), ("aligned", aligned)] {
+            let reference = &g[name];
+            assert_eq!(out.dims().to_vec(), reference.shape, "{name} shape");
+            let err = rel_err(
+                &out.into_data().try_to_vec::<f32>().unwrap(),
+                &reference.floats,
+            );
+            println!("parity_vision {} {name}: rel err {err:.3e}", dir.display());
+            assert!(err <= 1e-4, "{}: {name} rel err {err:.3e}", dir.display());
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no fixture has goldens/vision.safetensors");
 }

@@ -388,7 +388,7 @@ fn placeholder_image_count_mismatch_is_an_error() {
         Message::new("Assistant", ""),
     ];
     let err = p
-        .process_one(&with_placeholder, &[img.clone()])
+        .process_one(&with_placeholder, std::slice::from_ref(&img))
         .unwrap_err();
     assert!(
         matches!(

@@ -97,7 +97,9 @@ impl LlamaAttention {
                 ..Default::default()
             },
         );
-        let out = out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]);
+        let out = out
+            .swap_dims(1, 2)
+            .reshape([b, t, self.num_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
 }

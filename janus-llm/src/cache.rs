@@ -111,10 +111,16 @@ impl KvCache {
     /// Checks that `t` more positions for `b` rows fit.
     pub(crate) fn check_room(&self, b: usize, t: usize) -> Result<(), LlmError> {
         if b != self.batch {
-            return Err(LlmError::BatchMismatch { expected: self.batch, found: b });
+            return Err(LlmError::BatchMismatch {
+                expected: self.batch,
+                found: b,
+            });
         }
         if self.len + t > self.capacity {
-            return Err(LlmError::CacheFull { capacity: self.capacity, needed: self.len + t });
+            return Err(LlmError::CacheFull {
+                capacity: self.capacity,
+                needed: self.len + t,
+            });
         }
         Ok(())
     }

@@ -51,7 +51,9 @@ impl LlamaConfig {
     pub fn validate(&self) -> Result<(), crate::LlmError> {
         let bad = |msg: String| Err(crate::LlmError::InvalidConfig(msg));
         if self.hidden_size == 0 || self.num_attention_heads == 0 || self.num_hidden_layers == 0 {
-            return bad("hidden_size, num_attention_heads and num_hidden_layers must be > 0".into());
+            return bad(
+                "hidden_size, num_attention_heads and num_hidden_layers must be > 0".into(),
+            );
         }
         if self.hidden_size % self.num_attention_heads != 0 {
             return bad(format!(
@@ -60,7 +62,10 @@ impl LlamaConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return bad(format!("head_dim {} must be even for RoPE", self.head_dim()));
+            return bad(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            ));
         }
         let kv = self.kv_heads();
         if kv == 0 || self.num_attention_heads % kv != 0 {

@@ -2,11 +2,11 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Tensor};
 
+use crate::LlamaConfig;
 use crate::attention::{LlamaAttention, LlamaAttentionConfig};
 use crate::cache::LayerKv;
 use crate::mlp::{LlamaMlp, LlamaMlpConfig};
 use crate::rms_norm::{LlamaRmsNorm, LlamaRmsNormConfig};
-use crate::LlamaConfig;
 
 /// Configuration of [`LlamaDecoderLayer`], derived from the model's [`LlamaConfig`].
 #[derive(Config, Debug)]
@@ -38,8 +38,12 @@ impl LlamaDecoderLayerConfig {
                 .init(device)
         };
         LlamaDecoderLayer {
-            self_attn: LlamaAttentionConfig::new(c.hidden_size, c.num_attention_heads, c.kv_heads())
-                .init(device),
+            self_attn: LlamaAttentionConfig::new(
+                c.hidden_size,
+                c.num_attention_heads,
+                c.kv_heads(),
+            )
+            .init(device),
             mlp: LlamaMlpConfig::new(c.hidden_size, c.intermediate_size).init(device),
             input_layernorm: norm(),
             post_attention_layernorm: norm(),

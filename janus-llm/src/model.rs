@@ -41,7 +41,9 @@ impl LlamaConfig {
         let layer = LlamaDecoderLayerConfig::new(self.clone());
         Ok(LlamaModel {
             embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
-            layers: (0..self.num_hidden_layers).map(|_| layer.init(device)).collect(),
+            layers: (0..self.num_hidden_layers)
+                .map(|_| layer.init(device))
+                .collect(),
             norm: LlamaRmsNormConfig::new(self.hidden_size)
                 .with_epsilon(self.rms_norm_eps)
                 .init(device),
@@ -146,7 +148,11 @@ impl LlamaModel {
 
     /// A cache sized for this model: `batch` rows, up to `capacity` positions.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache {
-        KvCache::new(self.layers.len(), batch, capacity.min(self.max_position_embeddings))
+        KvCache::new(
+            self.layers.len(),
+            batch,
+            capacity.min(self.max_position_embeddings),
+        )
     }
 }
 

@@ -40,12 +40,29 @@ impl LlamaRmsNorm {
     /// - output: same as input
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dtype = x.dtype();
-        let x32 = if dtype == DType::F32 { x } else { x.cast(DType::F32) };
-        let rms = x32.clone().square().mean_dim(D - 1).add_scalar(self.epsilon).sqrt();
+        let x32 = if dtype == DType::F32 {
+            x
+        } else {
+            x.cast(DType::F32)
+        };
+        let rms = x32
+            .clone()
+            .square()
+            .mean_dim(D - 1)
+            .add_scalar(self.epsilon)
+            .sqrt();
         let normed = x32.div(rms);
-        let normed = if dtype == DType::F32 { normed } else { normed.cast(dtype) };
+        let normed = if dtype == DType::F32 {
+            normed
+        } else {
+            normed.cast(dtype)
+        };
         let weight = self.weight.val();
-        let weight = if weight.dtype() == dtype { weight } else { weight.cast(dtype) };
+        let weight = if weight.dtype() == dtype {
+            weight
+        } else {
+            weight.cast(dtype)
+        };
         normed.mul(weight.unsqueeze())
     }
 }

@@ -74,7 +74,12 @@ pub fn positions_from_mask(mask: &[Vec<bool>], offsets: &[i64]) -> Vec<i64> {
 }
 
 /// Makes an `[B, T]` Int tensor of positions on `device`.
-pub(crate) fn positions_tensor(pos: Vec<i64>, b: usize, t: usize, device: &Device) -> Tensor<2, Int> {
+pub(crate) fn positions_tensor(
+    pos: Vec<i64>,
+    b: usize,
+    t: usize,
+    device: &Device,
+) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(pos, [b, t]), device)
 }
 
@@ -96,8 +101,14 @@ mod tests {
         let rope = RotaryEmbedding::new(4, 10000.0);
         let pos = positions_tensor(vec![1], 1, 1, &device);
         let (cos, sin) = rope.cos_sin(pos, DType::F32);
-        let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 1, 4]), &device);
-        let y: Vec<f32> = RotaryEmbedding::apply(x, &cos, &sin).into_data().try_to_vec::<f32>().unwrap();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 1, 4]),
+            &device,
+        );
+        let y: Vec<f32> = RotaryEmbedding::apply(x, &cos, &sin)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         // i = 0 pairs x0 with x2 (angle 1), i = 1 pairs x1 with x3 (angle 0.01).
         let (a0, a1) = (1.0f32, 0.01f32);
         let expected = [

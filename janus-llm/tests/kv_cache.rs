@@ -32,38 +32,61 @@ fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
 fn prefill_then_steps_equals_full_pass() {
     let device = Device::flex();
     let llm = tiny(&device);
-    let rows = vec![vec![3, 9, 4, 11, 27, 8, 1, 30], vec![5, 6, 7, 8, 9, 10, 11, 12]];
+    let rows = vec![
+        vec![3, 9, 4, 11, 27, 8, 1, 30],
+        vec![5, 6, 7, 8, 9, 10, 11, 12],
+    ];
     let full = llm.forward(ids(&rows, &device), None, None).unwrap();
 
     let mut cache = llm.model.new_cache(2, 16);
     let prompt: Vec<Vec<i64>> = rows.iter().map(|r| r[..5].to_vec()).collect();
-    let mut parts = vec![llm.forward(ids(&prompt, &device), None, Some(&mut cache)).unwrap()];
+    let mut parts = vec![
+        llm.forward(ids(&prompt, &device), None, Some(&mut cache))
+            .unwrap(),
+    ];
     for i in 5..8 {
         let step: Vec<Vec<i64>> = rows.iter().map(|r| vec![r[i]]).collect();
-        parts.push(llm.forward(ids(&step, &device), None, Some(&mut cache)).unwrap());
+        parts.push(
+            llm.forward(ids(&step, &device), None, Some(&mut cache))
+                .unwrap(),
+        );
     }
     assert_eq!(cache.len(), 8);
     let diff = max_abs_diff(Tensor::cat(parts, 1), full);
-    assert!(diff < 1e-4, "cached decode differs from full pass by {diff}");
+    assert!(
+        diff < 1e-4,
+        "cached decode differs from full pass by {diff}"
+    );
 }
 
 #[test]
 fn left_padding_does_not_change_a_row() {
     let device = Device::flex();
     let llm = tiny(&device);
-    let alone = llm.forward(ids(&[vec![4, 5, 6, 7]], &device), None, None).unwrap();
+    let alone = llm
+        .forward(ids(&[vec![4, 5, 6, 7]], &device), None, None)
+        .unwrap();
 
     let rows = vec![vec![0, 0, 4, 5, 6, 7], vec![1, 2, 3, 4, 5, 6]];
     let mask = vec![vec![false, false, true, true, true, true], vec![true; 6]];
     let mut cache = llm.model.new_cache(2, 12);
-    let prefill = llm.forward(ids(&rows, &device), Some(&mask), Some(&mut cache)).unwrap();
+    let prefill = llm
+        .forward(ids(&rows, &device), Some(&mask), Some(&mut cache))
+        .unwrap();
     let padded_row = prefill.clone().slice([0..1, 2..6]);
     assert!(max_abs_diff(padded_row, alone.clone()) < 1e-4);
-    assert!(!prefill.clone().is_nan().any().into_scalar::<bool>(), "padding produced NaN");
+    assert!(
+        !prefill.clone().is_nan().any().into_scalar::<bool>(),
+        "padding produced NaN"
+    );
 
     // The next step of the padded row equals the unpadded sequence continued.
-    let step = llm.forward(ids(&[vec![9], vec![9]], &device), None, Some(&mut cache)).unwrap();
-    let longer = llm.forward(ids(&[vec![4, 5, 6, 7, 9]], &device), None, None).unwrap();
+    let step = llm
+        .forward(ids(&[vec![9], vec![9]], &device), None, Some(&mut cache))
+        .unwrap();
+    let longer = llm
+        .forward(ids(&[vec![4, 5, 6, 7, 9]], &device), None, None)
+        .unwrap();
     let diff = max_abs_diff(step.slice([0..1, 0..1]), longer.slice([0..1, 4..5]));
     assert!(diff < 1e-4, "step after padded prefill differs by {diff}");
 }
@@ -81,11 +104,16 @@ fn reset_and_truncate_forget_entries() {
     assert!(max_abs_diff(first, again) < 1e-6);
 
     // Truncate back to the prompt, then take another branch.
-    llm.forward(ids(&[vec![7]], &device), None, Some(&mut cache)).unwrap();
+    llm.forward(ids(&[vec![7]], &device), None, Some(&mut cache))
+        .unwrap();
     cache.truncate(3);
     assert_eq!(cache.next_positions(), vec![3]);
-    let branch = llm.forward(ids(&[vec![8]], &device), None, Some(&mut cache)).unwrap();
-    let full = llm.forward(ids(&[vec![1, 2, 3, 8]], &device), None, None).unwrap();
+    let branch = llm
+        .forward(ids(&[vec![8]], &device), None, Some(&mut cache))
+        .unwrap();
+    let full = llm
+        .forward(ids(&[vec![1, 2, 3, 8]], &device), None, None)
+        .unwrap();
     assert!(max_abs_diff(branch, full.slice([0..1, 3..4])) < 1e-4);
 }
 
@@ -95,14 +123,34 @@ fn bad_input_is_an_error() {
     let llm = tiny(&device);
     let mut cache = llm.model.new_cache(1, 4);
     let err = llm.forward(ids(&[vec![1, 2, 3, 4, 5]], &device), None, Some(&mut cache));
-    assert!(matches!(err, Err(LlmError::CacheFull { capacity: 4, needed: 5 })));
+    assert!(matches!(
+        err,
+        Err(LlmError::CacheFull {
+            capacity: 4,
+            needed: 5
+        })
+    ));
     let err = llm.forward(ids(&[vec![1; 65]], &device), None, None);
-    assert!(matches!(err, Err(LlmError::ContextTooLong { length: 65, max: 64 })));
+    assert!(matches!(
+        err,
+        Err(LlmError::ContextTooLong {
+            length: 65,
+            max: 64
+        })
+    ));
     let err = llm.forward(ids(&[vec![1, 2]], &device), Some(&[vec![true]]), None);
     assert!(matches!(err, Err(LlmError::MaskShape { .. })));
     let mut two = llm.model.new_cache(2, 4);
     let err = llm.forward(ids(&[vec![1]], &device), None, Some(&mut two));
-    assert!(matches!(err, Err(LlmError::BatchMismatch { expected: 2, found: 1 })));
-    let bad = LlamaConfig::new().with_hidden_size(30).with_num_attention_heads(4);
+    assert!(matches!(
+        err,
+        Err(LlmError::BatchMismatch {
+            expected: 2,
+            found: 1
+        })
+    ));
+    let bad = LlamaConfig::new()
+        .with_hidden_size(30)
+        .with_num_attention_heads(4);
     assert!(matches!(bad.init(&device), Err(LlmError::InvalidConfig(_))));
 }

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 use crate::error::VqError;
 use crate::norm::{conv1x1, group_norm, group_norm_forward};
@@ -68,13 +68,19 @@ impl AttnBlock {
         let [b, c, h, w] = x.dims();
         let n = h * w;
         let hn = group_norm_forward(&self.norm, x.clone());
-        let q = self.q.forward(hn.clone()).reshape([b, c, n]).swap_dims(1, 2); // [b, n, c]
+        let q = self
+            .q
+            .forward(hn.clone())
+            .reshape([b, c, n])
+            .swap_dims(1, 2); // [b, n, c]
         let k = self.k.forward(hn.clone()).reshape([b, c, n]); // [b, c, n]
         let v = self.v.forward(hn).reshape([b, c, n]); // [b, c, n]
 
-        // scores[i, j] = q_i · k_j / √C; softmax over the keys j.
+        // scores[i, j] = q_i · k_j / √C; softmax over the keys j, in f32 and rounded once as
+        // PyTorch's half-precision softmax does.
+        let dtype = q.dtype();
         let scores = q.matmul(k).mul_scalar((c as f64).powf(-0.5));
-        let attn = softmax(scores, 2);
+        let attn = softmax(scores.cast(FloatDType::F32), 2).cast(dtype);
         // out[c, i] = Σ_j v[c, j] · attn[i, j]
         let out = v.matmul(attn.swap_dims(1, 2)).reshape([b, c, h, w]);
         x + self.proj_out.forward(out)
@@ -112,10 +118,19 @@ mod tests {
         set(&mut block.proj_out, wo, bo, &device);
 
         let x = Tensor::<4>::from_floats([[[[0.3, -1.2, 2.0]], [[1.5, 0.4, -0.8]]]], &device);
-        let out = block.forward(x.clone()).into_data().to_vec::<f32>().unwrap();
+        let out = block
+            .forward(x.clone())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
 
         // Host reference from the normalised input.
-        let hn = block.norm.forward(x.clone()).into_data().to_vec::<f32>().unwrap();
+        let hn = block
+            .norm
+            .forward(x.clone())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let xs = x.into_data().to_vec::<f32>().unwrap();
         let hn = |c: usize, i: usize| f64::from(hn[c * 3 + i]);
         let lin = |w: [[f32; 2]; 2], b: [f32; 2], c: usize, i: usize| {
@@ -145,7 +160,10 @@ mod tests {
                     + f64::from(bo[c]);
                 let expected = f64::from(xs[c * 3 + i]) + proj;
                 let got = f64::from(out[c * 3 + i]);
-                assert!((got - expected).abs() < 1e-5, "[{c},{i}] {got} vs {expected}");
+                assert!(
+                    (got - expected).abs() < 1e-5,
+                    "[{c},{i}] {got} vs {expected}"
+                );
             }
         }
     }

@@ -4,13 +4,12 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use crate::attn_block::{AttnBlock, AttnBlockConfig};
 use crate::error::{VqError, non_zero};
 use crate::mid_block::{MidBlock, MidBlockConfig};
-use crate::norm::{conv3x3, group_norm, group_norm_forward};
+use crate::norm::{conv3x3, group_norm, norm_swish};
 use crate::res_block::{ResBlock, ResBlockConfig};
 use crate::upsample::{Upsample, UpsampleConfig};
 
@@ -161,7 +160,10 @@ impl DecoderConfig {
     pub fn init(&self, device: &Device) -> Result<Decoder, VqError> {
         let (groups, eps) = (self.norm_groups, self.norm_eps);
         let ch = non_zero("ch", self.ch)?;
-        let deepest_mult = *self.ch_mult.last().ok_or(VqError::Zero { name: "ch_mult" })?;
+        let deepest_mult = *self
+            .ch_mult
+            .last()
+            .ok_or(VqError::Zero { name: "ch_mult" })?;
         let mut block_in = ch * non_zero("ch_mult", deepest_mult)?;
 
         let conv_in = conv3x3(self.z_channels, block_in, device)?;
@@ -210,7 +212,7 @@ impl Decoder {
         for block in &self.conv_blocks {
             h = block.forward(h);
         }
-        self.conv_out.forward(silu(group_norm_forward(&self.norm_out, h)))
+        self.conv_out.forward(norm_swish(&self.norm_out, h))
     }
 }
 

@@ -4,14 +4,13 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use crate::attn_block::{AttnBlock, AttnBlockConfig};
 use crate::downsample::{Downsample, DownsampleConfig};
 use crate::error::{VqError, non_zero};
 use crate::mid_block::{MidBlock, MidBlockConfig};
-use crate::norm::{conv3x3, group_norm, group_norm_forward};
+use crate::norm::{conv3x3, group_norm, norm_swish};
 use crate::res_block::{ResBlock, ResBlockConfig};
 
 /// Configuration to create an [`EncoderBlock`] using the [init function](EncoderBlockConfig::init).
@@ -171,10 +170,16 @@ impl EncoderConfig {
             let block_out = ch * non_zero("ch_mult", mult)?;
             let deepest = level == levels - 1;
             conv_blocks.push(
-                EncoderBlockConfig::new(block_in, block_out, self.num_res_blocks, deepest, !deepest)
-                    .with_norm_groups(groups)
-                    .with_norm_eps(eps)
-                    .init(device)?,
+                EncoderBlockConfig::new(
+                    block_in,
+                    block_out,
+                    self.num_res_blocks,
+                    deepest,
+                    !deepest,
+                )
+                .with_norm_groups(groups)
+                .with_norm_eps(eps)
+                .init(device)?,
             );
             block_in = block_out;
         }
@@ -204,7 +209,7 @@ impl Encoder {
             h = block.forward(h);
         }
         let h = self.mid.forward(h);
-        self.conv_out.forward(silu(group_norm_forward(&self.norm_out, h)))
+        self.conv_out.forward(norm_swish(&self.norm_out, h))
     }
 }
 

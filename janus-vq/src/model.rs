@@ -201,7 +201,9 @@ mod tests {
         let model = tiny().init(&device).unwrap();
         assert_eq!(model.downsample_factor(), 4);
         assert_eq!(model.codes_per_image(32), 64);
-        let enc = model.encode(Tensor::zeros([2, 3, 16, 12], &device)).unwrap();
+        let enc = model
+            .encode(Tensor::zeros([2, 3, 16, 12], &device))
+            .unwrap();
         assert_eq!(enc.grid, (4, 3));
         assert_eq!(enc.codes.dims(), [2, 12]);
         assert_eq!(enc.quant.dims(), [2, 8, 4, 3]);
@@ -317,6 +319,10 @@ mod tests {
         }
         assert!(!paths.iter().any(|p| p.contains("conv_blocks.4.downsample")));
         assert!(!paths.iter().any(|p| p.contains("conv_blocks.4.upsample")));
-        assert!(!paths.iter().any(|p| p.starts_with("decoder.conv_blocks.1.attn")));
+        assert!(
+            !paths
+                .iter()
+                .any(|p| p.starts_with("decoder.conv_blocks.1.attn"))
+        );
     }
 }

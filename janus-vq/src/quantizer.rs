@@ -3,7 +3,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, FloatDType, Int, Tensor};
 
 use crate::error::{VqError, non_zero};
 
@@ -160,10 +160,14 @@ impl VectorQuantizer {
     }
 }
 
-/// Row-wise `v / max(‖v‖₂, 1e-12)` (`F.normalize(v, dim=-1)`), in the input's dtype.
+/// Row-wise `v / max(‖v‖₂, 1e-12)` (`F.normalize(v, dim=-1)`). Half-precision rows are
+/// normalised in f32 and rounded once, so a bf16 codebook entry is the nearest bf16 vector to
+/// the exact unit row; the result has the input's dtype.
 fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let dtype = x.dtype();
+    let x = x.cast(FloatDType::F32);
     let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(NORM_EPS);
-    x / norm
+    (x / norm).cast(dtype)
 }
 
 #[cfg(test)]

@@ -32,7 +32,11 @@ fn encode_matches_golden_codes_and_quant() {
         let (golden_codes, shape) = goldens.ints("codes");
         assert_eq!(enc.codes.dims().to_vec(), shape);
         let codes = codes_vec(enc.codes);
-        let mismatches = codes.iter().zip(&golden_codes).filter(|(a, b)| a != b).count();
+        let mismatches = codes
+            .iter()
+            .zip(&golden_codes)
+            .filter(|(a, b)| a != b)
+            .count();
         println!(
             "{}: VQ encode codes mismatches {mismatches}/{}",
             dir.display(),
@@ -41,7 +45,10 @@ fn encode_matches_golden_codes_and_quant() {
         assert_eq!(codes, golden_codes, "codes differ");
         let err = relative_error(enc.quant, goldens.float::<4>("quant", &device));
         println!("{}: VQ quant f32 relative error {err:.3e}", dir.display());
-        assert!(err <= F32_TOL, "quant relative error {err:.3e} > {F32_TOL:e}");
+        assert!(
+            err <= F32_TOL,
+            "quant relative error {err:.3e} > {F32_TOL:e}"
+        );
         checked += 1;
     }
     assert!(checked > 0, "no fixture could be checked");
@@ -62,16 +69,28 @@ fn decode_matches_golden() {
             .decode(goldens.float::<4>("quant", &device))
             .expect("decode");
         let err = relative_error(from_quant, decoded.clone());
-        println!("{}: VQ decode(quant) f32 relative error {err:.3e}", dir.display());
-        assert!(err <= F32_TOL, "decode(quant) relative error {err:.3e} > {F32_TOL:e}");
+        println!(
+            "{}: VQ decode(quant) f32 relative error {err:.3e}",
+            dir.display()
+        );
+        assert!(
+            err <= F32_TOL,
+            "decode(quant) relative error {err:.3e} > {F32_TOL:e}"
+        );
 
         let [_, _, h, w] = decoded.dims();
         let from_codes = model
             .decode_codes(goldens.int::<2>("codes", &device), grid(&model, h, w))
             .expect("decode_codes");
         let err = relative_error(from_codes, decoded);
-        println!("{}: VQ decode_codes(codes) f32 relative error {err:.3e}", dir.display());
-        assert!(err <= F32_TOL, "decode_codes relative error {err:.3e} > {F32_TOL:e}");
+        println!(
+            "{}: VQ decode_codes(codes) f32 relative error {err:.3e}",
+            dir.display()
+        );
+        assert!(
+            err <= F32_TOL,
+            "decode_codes relative error {err:.3e} > {F32_TOL:e}"
+        );
         checked += 1;
     }
     assert!(checked > 0, "no fixture could be checked");
@@ -89,10 +108,16 @@ fn random_codes_decode_matches_golden() {
         let reference = goldens.float::<4>("random_decoded", &device);
         let [_, _, h, w] = reference.dims();
         let out = model
-            .decode_codes(goldens.int::<2>("random_codes", &device), grid(&model, h, w))
+            .decode_codes(
+                goldens.int::<2>("random_codes", &device),
+                grid(&model, h, w),
+            )
             .expect("decode_codes");
         let err = relative_error(out, reference);
-        println!("{}: VQ random_decoded f32 relative error {err:.3e}", dir.display());
+        println!(
+            "{}: VQ random_decoded f32 relative error {err:.3e}",
+            dir.display()
+        );
         assert!(err <= F32_TOL, "relative error {err:.3e} > {F32_TOL:e}");
         checked += 1;
     }
@@ -113,11 +138,17 @@ fn random_codes_decode_matches_golden_bf16() {
         let reference = goldens.float::<4>("random_decoded", &device);
         let [_, _, h, w] = reference.dims();
         let out = model
-            .decode_codes(goldens.int::<2>("random_codes", &device), grid(&model, h, w))
+            .decode_codes(
+                goldens.int::<2>("random_codes", &device),
+                grid(&model, h, w),
+            )
             .expect("decode_codes");
         assert_eq!(out.dtype(), DType::BF16);
         let err = relative_error(out, reference);
-        println!("{}: VQ random_decoded bf16 relative error {err:.3e}", dir.display());
+        println!(
+            "{}: VQ random_decoded bf16 relative error {err:.3e}",
+            dir.display()
+        );
         assert!(err <= BF16_TOL, "relative error {err:.3e} > {BF16_TOL:e}");
 
         // Encoding in bf16 must at least run in bf16 end to end.

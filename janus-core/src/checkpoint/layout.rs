@@ -40,12 +40,23 @@ impl CheckpointLayout {
     pub fn discover(dir: impl AsRef<Path>) -> Result<Self, JanusError> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(JanusError::Missing { what: "directory", path: dir.to_path_buf() });
+            return Err(JanusError::Missing {
+                what: "directory",
+                path: dir.to_path_buf(),
+            });
         }
         let candidates = [
-            ("model.safetensors.index.json", CheckpointFormat::Safetensors, true),
+            (
+                "model.safetensors.index.json",
+                CheckpointFormat::Safetensors,
+                true,
+            ),
             ("model.safetensors", CheckpointFormat::Safetensors, false),
-            ("pytorch_model.bin.index.json", CheckpointFormat::Pytorch, true),
+            (
+                "pytorch_model.bin.index.json",
+                CheckpointFormat::Pytorch,
+                true,
+            ),
             ("pytorch_model.bin", CheckpointFormat::Pytorch, false),
         ];
         for (name, format, sharded) in candidates {
@@ -54,7 +65,11 @@ impl CheckpointLayout {
                 continue;
             }
             if !sharded {
-                return Ok(Self { format, index: None, files: vec![path] });
+                return Ok(Self {
+                    format,
+                    index: None,
+                    files: vec![path],
+                });
             }
             let text = read_file(&path)?;
             let index: ShardIndex =
@@ -64,11 +79,18 @@ impl CheckpointLayout {
             for shard in shards {
                 let file = dir.join(shard);
                 if !file.is_file() {
-                    return Err(JanusError::MissingShard { index: path, shard: file });
+                    return Err(JanusError::MissingShard {
+                        index: path,
+                        shard: file,
+                    });
                 }
                 files.push(file);
             }
-            return Ok(Self { format, index: Some(path), files });
+            return Ok(Self {
+                format,
+                index: Some(path),
+                files,
+            });
         }
         Err(JanusError::NoCheckpoint(dir.to_path_buf()))
     }

@@ -67,8 +67,12 @@ impl ModuleVisitor for ShapeVisitor {
         let last = path.last().map(String::as_str).unwrap_or("");
         match (owner, last) {
             ("Struct:Linear", "weight") if D == 2 => shape.reverse(),
-            ("Struct:LayerNorm" | "Struct:GroupNorm", "gamma") => *path.last_mut().unwrap() = "weight".into(),
-            ("Struct:LayerNorm" | "Struct:GroupNorm", "beta") => *path.last_mut().unwrap() = "bias".into(),
+            ("Struct:LayerNorm" | "Struct:GroupNorm", "gamma") => {
+                *path.last_mut().unwrap() = "weight".into()
+            }
+            ("Struct:LayerNorm" | "Struct:GroupNorm", "beta") => {
+                *path.last_mut().unwrap() = "bias".into()
+            }
             _ => {}
         }
         self.out.insert(path.join("."), shape);
@@ -76,17 +80,29 @@ impl ModuleVisitor for ShapeVisitor {
 }
 
 /// Reads every tensor of one file, lazily (data is materialised when applied).
-fn read_tensors(path: &Path, format: CheckpointFormat) -> Result<Vec<(String, PackTensor)>, JanusError> {
-    let err = |message: String| JanusError::Checkpoint { path: path.to_path_buf(), message };
+fn read_tensors(
+    path: &Path,
+    format: CheckpointFormat,
+) -> Result<Vec<(String, PackTensor)>, JanusError> {
+    let err = |message: String| JanusError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
     let tensors = match format {
         CheckpointFormat::Safetensors => {
             let mut store = SafetensorsStore::from_file(path);
-            store.get_all_tensors().map_err(|e| err(e.to_string()))?.clone()
+            store
+                .get_all_tensors()
+                .map_err(|e| err(e.to_string()))?
+                .clone()
         }
         CheckpointFormat::Pytorch => {
             // Shards start at arbitrary layer numbers: never renumber indices.
             let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-            store.get_all_tensors().map_err(|e| err(e.to_string()))?.clone()
+            store
+                .get_all_tensors()
+                .map_err(|e| err(e.to_string()))?
+                .clone()
         }
     };
     Ok(tensors.into_iter().collect())
@@ -115,7 +131,11 @@ pub fn load_checkpoint<M: ModuleSnapshot>(
             let found: Vec<usize> = tensor.shape.iter().map(|d| *d as usize).collect();
             match expected.get(&path) {
                 None => {
-                    return Err(JanusError::UnexpectedTensor { key, found, path: file.clone() });
+                    return Err(JanusError::UnexpectedTensor {
+                        key,
+                        found,
+                        path: file.clone(),
+                    });
                 }
                 Some(shape) if *shape != found => {
                     return Err(JanusError::ShapeMismatch {
@@ -136,20 +156,34 @@ pub fn load_checkpoint<M: ModuleSnapshot>(
             Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype)));
         let result = module.apply(batch, None, Some(adapter), true);
         if !result.errors.is_empty() {
-            let message = result.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            return Err(JanusError::Checkpoint { path: file.clone(), message });
+            let message = result
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(JanusError::Checkpoint {
+                path: file.clone(),
+                message,
+            });
         }
         if let Some(unused) = result.unused.first() {
             // The shape table and the applier disagree on a name: a bug in the remap table.
             return Err(JanusError::Checkpoint {
                 path: file.clone(),
-                message: format!("tensor `{}` matched no parameter", to_checkpoint_key(unused)),
+                message: format!(
+                    "tensor `{}` matched no parameter",
+                    to_checkpoint_key(unused)
+                ),
             });
         }
         report.applied += result.applied.len();
     }
     if let Some((path, shape)) = expected.iter().find(|(p, _)| !seen.contains(*p)) {
-        return Err(JanusError::MissingTensor { key: to_checkpoint_key(path), expected: shape.clone() });
+        return Err(JanusError::MissingTensor {
+            key: to_checkpoint_key(path),
+            expected: shape.clone(),
+        });
     }
     Ok(report)
 }

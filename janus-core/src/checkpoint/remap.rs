@@ -54,7 +54,10 @@ pub fn to_module_path(key: &str) -> Option<String> {
             });
         }
     }
-    for part in ["gen_vision_model.encoder.mid.", "gen_vision_model.decoder.mid."] {
+    for part in [
+        "gen_vision_model.encoder.mid.",
+        "gen_vision_model.decoder.mid.",
+    ] {
         if let Some(rest) = key.strip_prefix(part)
             && let Some((index, tail)) = rest.split_once('.')
             && let Some((_, name)) = MID.iter().find(|(i, _)| *i == index)
@@ -78,7 +81,10 @@ pub fn to_checkpoint_key(path: &str) -> String {
             return format!("{prefix}{}.{tail}", 2 * i);
         }
     }
-    for part in ["gen_vision_model.encoder.mid.", "gen_vision_model.decoder.mid."] {
+    for part in [
+        "gen_vision_model.encoder.mid.",
+        "gen_vision_model.decoder.mid.",
+    ] {
         if let Some(rest) = path.strip_prefix(part)
             && let Some((name, tail)) = rest.split_once('.')
             && let Some((index, _)) = MID.iter().find(|(_, n)| *n == name)
@@ -107,7 +113,10 @@ mod tests {
             let path = to_module_path(key).unwrap();
             assert_eq!(to_checkpoint_key(&path), key);
         }
-        assert_eq!(to_module_path("aligner.layers.2.bias").unwrap(), "aligner.layers.1.bias");
+        assert_eq!(
+            to_module_path("aligner.layers.2.bias").unwrap(),
+            "aligner.layers.1.bias"
+        );
         assert_eq!(
             to_module_path("gen_vision_model.decoder.mid.1.q.weight").unwrap(),
             "gen_vision_model.decoder.mid.attn_1.q.weight"
@@ -118,6 +127,8 @@ mod tests {
     fn unused_keys_are_skipped() {
         assert!(to_module_path("vision_model.vision_tower.attn_pool.latent").is_none());
         assert!(to_module_path("gen_vision_model.quantize.codebook_used").is_none());
-        assert!(to_module_path("language_model.model.layers.0.self_attn.rotary_emb.inv_freq").is_none());
+        assert!(
+            to_module_path("language_model.model.layers.0.self_attn.rotary_emb.inv_freq").is_none()
+        );
     }
 }

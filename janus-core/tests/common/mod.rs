@@ -1,6 +1,8 @@
 //! Shared by the parity tests: fixture discovery, golden tensors, error measures.
 #![allow(dead_code)]
 
+pub mod torch_pickle;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +26,11 @@ pub fn model_dirs() -> Vec<PathBuf> {
         }
     });
     out.sort();
-    assert!(!out.is_empty(), "no model directory (with config.json) under {}", root.display());
+    assert!(
+        !out.is_empty(),
+        "no model directory (with config.json) under {}",
+        root.display()
+    );
     out
 }
 
@@ -45,7 +51,9 @@ pub fn weight_dirs(model_dir: &Path) -> Vec<PathBuf> {
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
     f(dir);
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -74,17 +82,28 @@ pub fn read_goldens(path: &Path) -> BTreeMap<String, Golden> {
         let data = view.data();
         let (floats, ints) = match view.dtype() {
             Dtype::F32 => (
-                data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                data.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
                 vec![],
             ),
             Dtype::I64 => (
                 vec![],
-                data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+                data.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
             ),
             Dtype::U8 | Dtype::BOOL => (vec![], data.iter().map(|b| *b as i64).collect()),
             other => panic!("{name}: unexpected golden dtype {other:?}"),
         };
-        out.insert(name, Golden { shape: view.shape().to_vec(), floats, ints });
+        out.insert(
+            name,
+            Golden {
+                shape: view.shape().to_vec(),
+                floats,
+                ints,
+            },
+        );
     }
     out
 }
