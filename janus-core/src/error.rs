@@ -92,9 +92,20 @@ pub enum JanusError {
         /// The file.
         path: PathBuf,
     },
+    /// The batch has a different number of image placeholders than image embedding slots.
+    #[error("{placeholders} image placeholder tokens but {image_tokens} image embeddings")]
+    ImageTokenMismatch {
+        /// Placeholder positions in the token sequence.
+        placeholders: usize,
+        /// Image embedding rows available.
+        image_tokens: usize,
+    },
     /// The language model refused its input.
     #[error(transparent)]
     Llm(#[from] janus_llm::LlmError),
+    /// The processor refused its input (conversation, images, tokenizer files).
+    #[error(transparent)]
+    Processor(#[from] crate::processor::ProcessorError),
 }
 
 impl JanusError {

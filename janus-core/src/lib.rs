@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+mod embed;
 mod error;
 mod model;
 pub mod processor;

@@ -387,9 +387,7 @@ fn bf16_checkpoint_loads_in_requested_dtype() {
 fn error_missing_model_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("no-such-model");
-    let e = load(&dir, &LoadOptions::default())
-        .err()
-        .expect("loading a missing directory succeeded");
+    let e = load(&dir, &LoadOptions::default()).expect_err("loading a missing directory succeeded");
     let JanusError::Missing { what, path } = &e else {
         panic!("expected Missing, got {e:?}")
     };
@@ -402,9 +400,7 @@ fn error_missing_model_directory() {
 #[test]
 fn error_missing_config() {
     let dir = tempfile::tempdir().unwrap();
-    let e = load(dir.path(), &LoadOptions::default())
-        .err()
-        .expect("loaded without config.json");
+    let e = load(dir.path(), &LoadOptions::default()).expect_err("loaded without config.json");
     let JanusError::Missing { what, path } = &e else {
         panic!("expected Missing, got {e:?}")
     };
@@ -424,9 +420,7 @@ fn error_malformed_config() {
     lines[4] = r#"    "cls": CLIPVisionTower,"#; // line 5: unquoted string
     std::fs::write(&config, lines.join("\n")).unwrap();
 
-    let e = load(dir.path(), &LoadOptions::default())
-        .err()
-        .expect("loaded a malformed config");
+    let e = load(dir.path(), &LoadOptions::default()).expect_err("loaded a malformed config");
     let JanusError::Json { path, line, .. } = &e else {
         panic!("expected Json, got {e:?}")
     };
@@ -443,9 +437,7 @@ fn error_malformed_config() {
 #[test]
 fn error_no_checkpoint() {
     let dir = model_dir_without_weights();
-    let e = load(dir.path(), &LoadOptions::default())
-        .err()
-        .expect("loaded without weights");
+    let e = load(dir.path(), &LoadOptions::default()).expect_err("loaded without weights");
     let JanusError::NoCheckpoint(path) = &e else {
         panic!("expected NoCheckpoint, got {e:?}")
     };
@@ -468,9 +460,7 @@ fn error_missing_tensor() {
     let kept: Vec<RawTensor> = tensors.into_iter().filter(|t| t.key != key).collect();
     write_safetensors(&dir.path().join("model.safetensors"), &kept);
 
-    let e = load_weights(dir.path())
-        .err()
-        .expect("loaded with a tensor missing");
+    let e = load_weights(dir.path()).expect_err("loaded with a tensor missing");
     let JanusError::MissingTensor { key: k, expected } = &e else {
         panic!("expected MissingTensor, got {e:?}")
     };
@@ -531,9 +521,7 @@ fn error_shape_mismatch() {
     let found = t.shape.clone();
     write_safetensors(&dir.path().join("model.safetensors"), &tensors);
 
-    let e = load_weights(dir.path())
-        .err()
-        .expect("loaded a tensor of the wrong shape");
+    let e = load_weights(dir.path()).expect_err("loaded a tensor of the wrong shape");
     let JanusError::ShapeMismatch {
         key: k,
         expected: exp,
@@ -596,9 +584,7 @@ fn error_missing_shard() {
     write_safetensors(&dir.path().join(names[0]), &shards[0]); // shard 2 never written
     write_index(dir.path(), "model.safetensors.index.json", &map, total);
 
-    let e = load_weights(dir.path())
-        .err()
-        .expect("loaded with a shard missing");
+    let e = load_weights(dir.path()).expect_err("loaded with a shard missing");
     let JanusError::MissingShard { index, shard } = &e else {
         panic!("expected MissingShard, got {e:?}")
     };

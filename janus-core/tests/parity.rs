@@ -6,10 +6,18 @@ mod common;
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::{model_dirs, read_goldens, rel_err, weight_dirs};
+use janus_core::processor::{Message, Processor};
 use janus_core::{JanusModel, LoadOptions};
 
 /// Golden files that have a parity test in this file.
-const CHECKED: &[&str] = &["llm.safetensors", "vision.safetensors"];
+const CHECKED: &[&str] = &[
+    "llm.safetensors",
+    "vision.safetensors",
+    "understanding_single.safetensors",
+    "understanding_multi.safetensors",
+    "understanding_text_only.safetensors",
+    "understanding_batch.safetensors",
+];
 
 /// Golden files whose checks belong to later issues. This list only shrinks.
 const PENDING: &[(&str, &str)] = &[
@@ -174,4 +182,130 @@ fn parity_vision() {
         checked += 1;
     }
     assert!(checked > 0, "no fixture has goldens/vision.safetensors");
+}
+
+/// Processor output, input embeddings and greedy KV-cache decoding for each conversation in
+/// `cases.json`, and the last logits of the left-padded batch.
+#[test]
+fn parity_understanding() {
+    let device = Device::flex();
+    let mut checked = 0;
+    for dir in model_dirs() {
+        let cases_path = dir.join("goldens/cases.json");
+        let Ok(text) = std::fs::read_to_string(&cases_path) else {
+            continue;
+        };
+        let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let (model, config, _) = JanusModel::load(&dir, &LoadOptions::default(), &device).unwrap();
+        let processor = Processor::from_dir(&dir).unwrap();
+        let eos = processor.special_tokens().eos as i64;
+        let vocab = config.language.vocab_size;
+        let conversation = |name: &str| -> Vec<Message> {
+            serde_json::from_value(cases["understanding"][name]["conversation"].clone()).unwrap()
+        };
+        for name in ["single", "multi", "text_only"] {
+            let path = dir.join(format!("goldens/understanding_{name}.safetensors"));
+            if !path.exists() {
+                continue;
+            }
+            let g = read_goldens(&path);
+            let case = &cases["understanding"][name];
+            let messages = conversation(name);
+            let images = processor
+                .load_images(&messages, &dir.join("goldens"))
+                .unwrap();
+            let batch = processor.process(&messages, &images).unwrap();
+            assert_eq!(
+                batch.sft_format[0],
+                case["sft_format"].as_str().unwrap(),
+                "{name}: prompt string"
+            );
+            let ids: Vec<i64> = batch.input_ids.iter().map(|&i| i as i64).collect();
+            assert_eq!(ids, g["input_ids"].ints, "{name}: input_ids");
+            let seq: Vec<i64> = batch.images_seq_mask.iter().map(|&m| m as i64).collect();
+            assert_eq!(seq, g["images_seq_mask"].ints, "{name}: images_seq_mask");
+
+            let embeds = model.embed_inputs(&batch).unwrap();
+            let err = rel_err(
+                &embeds.clone().into_data().try_to_vec::<f32>().unwrap(),
+                &g["inputs_embeds"].floats,
+            );
+            println!("parity_understanding {name} inputs_embeds: rel err {err:.3e}");
+            assert!(err <= 1e-4, "{name}: inputs_embeds rel err {err:.3e}");
+
+            // Greedy decoding with the KV cache, as the reference's generate() does.
+            let want_ids = &g["generated_ids"].ints;
+            let steps = want_ids.len();
+            let lm = &model.language_model;
+            let mut cache = lm.model.new_cache(1, batch.seq_len + steps);
+            let mut logits = lm.forward_embeds(embeds, None, Some(&mut cache)).unwrap();
+            let (mut got_ids, mut got_logits) = (Vec::new(), Vec::new());
+            loop {
+                let t = logits.dims()[1];
+                let last = logits.slice([0..1, t - 1..t]).reshape([1, vocab]);
+                let row = last.into_data().try_to_vec::<f32>().unwrap();
+                let next = row
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, v)| {
+                        if *v > best.1 { (i, *v) } else { best }
+                    })
+                    .0 as i64;
+                got_logits.extend(row);
+                got_ids.push(next);
+                if next == eos || got_ids.len() == steps {
+                    break;
+                }
+                let input =
+                    Tensor::<2, Int>::from_data(TensorData::new(vec![next], [1, 1]), &device);
+                logits = lm.forward(input, None, Some(&mut cache)).unwrap();
+            }
+            assert_eq!(&got_ids, want_ids, "{name}: generated_ids");
+            let err = rel_err(&got_logits, &g["step_logits"].floats);
+            println!("parity_understanding {name} step_logits: rel err {err:.3e}");
+            assert!(err <= 1e-4, "{name}: step_logits rel err {err:.3e}");
+            checked += 1;
+        }
+
+        let path = dir.join("goldens/understanding_batch.safetensors");
+        if path.exists() {
+            let g = read_goldens(&path);
+            let mut items = Vec::new();
+            for name in ["single", "text_only"] {
+                let messages = conversation(name);
+                let images = processor
+                    .load_images(&messages, &dir.join("goldens"))
+                    .unwrap();
+                items.push(processor.process_one(&messages, &images).unwrap());
+            }
+            let batch = processor.batchify(&items).unwrap();
+            let ids: Vec<i64> = batch.input_ids.iter().map(|&i| i as i64).collect();
+            assert_eq!(ids, g["input_ids"].ints, "batch: input_ids");
+            let embeds = model.embed_inputs(&batch).unwrap();
+            let err = rel_err(
+                &embeds.clone().into_data().try_to_vec::<f32>().unwrap(),
+                &g["inputs_embeds"].floats,
+            );
+            assert!(err <= 1e-4, "batch: inputs_embeds rel err {err:.3e}");
+            let t = batch.seq_len;
+            let rows: Vec<Vec<bool>> = batch
+                .attention_mask
+                .chunks(t)
+                .map(<[bool]>::to_vec)
+                .collect();
+            let logits = model
+                .language_model
+                .forward_embeds(embeds, Some(&rows), None)
+                .unwrap();
+            let last = logits.slice([0..2, t - 1..t]).reshape([2, vocab]);
+            let err = rel_err(
+                &last.into_data().try_to_vec::<f32>().unwrap(),
+                &g["last_logits"].floats,
+            );
+            println!("parity_understanding batch last_logits: rel err {err:.3e}");
+            assert!(err <= 1e-4, "batch: last_logits rel err {err:.3e}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no fixture has understanding goldens");
 }

@@ -101,6 +101,7 @@ mod tests {
     /// Compares with a direct host evaluation of the attention formula on a 2-channel, 1×3 map
     /// with non-trivial weights, so a transposed score matrix or softmax over the wrong axis fails.
     #[test]
+    #[allow(clippy::needless_range_loop)] // index math mirrors the formula
     fn matches_direct_evaluation() {
         let device = Device::flex();
         let mut block = AttnBlockConfig::new(2)
@@ -121,7 +122,7 @@ mod tests {
         let out = block
             .forward(x.clone())
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap();
 
         // Host reference from the normalised input.
@@ -129,9 +130,9 @@ mod tests {
             .norm
             .forward(x.clone())
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap();
-        let xs = x.into_data().to_vec::<f32>().unwrap();
+        let xs = x.into_data().try_to_vec::<f32>().unwrap();
         let hn = |c: usize, i: usize| f64::from(hn[c * 3 + i]);
         let lin = |w: [[f32; 2]; 2], b: [f32; 2], c: usize, i: usize| {
             f64::from(w[c][0]) * hn(0, i) + f64::from(w[c][1]) * hn(1, i) + f64::from(b[c])

@@ -74,7 +74,7 @@ mod tests {
             &device,
         )
         .reshape([1, 1, 4, 4]);
-        let out = down.forward(x).into_data().to_vec::<f32>().unwrap();
+        let out = down.forward(x).into_data().try_to_vec::<f32>().unwrap();
         // [0,0]: rows 0–2 × cols 0–2; [0,1]: cols 2–3 + pad; [1,0]: rows 2–3 + pad; [1,1]: both.
         // Symmetric (top/left) padding would give 14 at [0,0].
         assert_eq!(out, vec![54.0, 45.0, 72.0, 54.0]);

@@ -1,4 +1,5 @@
-//! Construction helpers shared by every layer: LlamaGen's `Normalize` and its 3×3 / 1×1 convs.
+//! Helpers shared by every layer: LlamaGen's `Normalize` (construction and a half-precision-aware
+//! forward), the norm → swish pre-activation, and the 3×3 / 1×1 convs.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};

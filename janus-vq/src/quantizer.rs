@@ -78,9 +78,9 @@ impl VectorQuantizer {
 
     /// Quantizes a latent: returns the looked-up entries and their indices.
     ///
-    /// The distance is `‖z‖² + ‖e‖² − 2 z·e` as in the reference; the code is the first index of
-    /// the minimum (ties resolve to the lower index on the flex backend). Codes are in row-major
-    /// `(h, w)` order per image.
+    /// The distance is `‖z‖² + ‖e‖² − 2 z·e` as in the reference (evaluated in f32); the code is
+    /// the first index of the minimum (ties resolve to the lower index on the flex backend). Codes
+    /// are in row-major `(h, w)` order per image; the entries have the codebook's dtype.
     ///
     /// # Shapes
     ///
@@ -94,9 +94,13 @@ impl VectorQuantizer {
         let codebook = self.codebook();
         let k = codebook.dims()[0];
 
-        let z_sq = z.clone().square().sum_dim(1); // [n, 1]
-        let e_sq = codebook.clone().square().sum_dim(1).reshape([1, k]); // [1, k]
-        let dot = z.matmul(codebook.clone().transpose()); // [n, k]
+        // Distances in f32 whatever the model dtype: for unit vectors they all sit near 2 − 2cos,
+        // where bf16 resolves only ~0.008 and would turn near-misses into ties.
+        let zf = z.cast(FloatDType::F32);
+        let ef = codebook.clone().cast(FloatDType::F32);
+        let z_sq = zf.clone().square().sum_dim(1); // [n, 1]
+        let e_sq = ef.clone().square().sum_dim(1).reshape([1, k]); // [1, k]
+        let dot = zf.matmul(ef.transpose()); // [n, k]
         let distance = z_sq + e_sq - dot.mul_scalar(2.0);
         let indices = distance.argmin(1).reshape([n]);
 
@@ -140,12 +144,11 @@ impl VectorQuantizer {
             });
         }
         let codebook_size = self.codebook_size();
-        let host = codes.clone().into_data().convert::<i64>();
-        let values = host.as_slice::<i64>().unwrap_or(&[]);
-        if let Some(&code) = values
-            .iter()
-            .find(|&&c| c < 0 || c as u64 >= codebook_size as u64)
-        {
+        let host = codes.clone().into_data();
+        let out_of_range = host
+            .iter::<i64>()
+            .find(|&c| c < 0 || c as u64 >= codebook_size as u64);
+        if let Some(code) = out_of_range {
             return Err(VqError::CodeOutOfRange {
                 code,
                 codebook_size,
@@ -190,11 +193,15 @@ mod tests {
         // One image, 1×4 grid, channels first: pixel vectors (5,0.1) (0,2) (-3,-0.2) (0.1,-7).
         let z = Tensor::<4>::from_floats([[[[5., 0., -3., 0.1]], [[0.1, 2., -0.2, -7.]]]], &device);
         let (quant, codes) = q.forward(z);
-        let codes = codes.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let codes = codes
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
         // No row points along -y; (0.1,-7) leans towards +x, so row 0 beats row 2.
         assert_eq!(codes, vec![0, 1, 2, 0]);
         assert_eq!(quant.dims(), [1, 2, 1, 4]);
-        let quant = quant.into_data().to_vec::<f32>().unwrap();
+        let quant = quant.into_data().try_to_vec::<f32>().unwrap();
         // Looked-up entries are the normalised rows, channels first.
         assert_eq!(quant, vec![1., 0., -1., 1., 0., 1., 0., 0.]);
     }
@@ -207,14 +214,22 @@ mod tests {
         let z = Tensor::<4>::from_floats([[[[0.]], [[3.]]]], &device);
         let (_, codes) = q.forward(z);
         assert_eq!(
-            codes.into_data().convert::<i64>().to_vec::<i64>().unwrap(),
+            codes
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .unwrap(),
             vec![1]
         );
         // Equidistant from rows 0 and 1 (45°): row 0 comes first.
         let z = Tensor::<4>::from_floats([[[[2.]], [[2.]]]], &device);
         let (_, codes) = q.forward(z);
         assert_eq!(
-            codes.into_data().convert::<i64>().to_vec::<i64>().unwrap(),
+            codes
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .unwrap(),
             vec![0]
         );
     }
@@ -226,7 +241,7 @@ mod tests {
         let codes = Tensor::<2, Int>::from_ints([[0, 1, 2, 3, 1, 0]], &device);
         let quant = q.lookup(codes, (2, 3)).unwrap();
         assert_eq!(quant.dims(), [1, 2, 2, 3]);
-        let quant = quant.into_data().to_vec::<f32>().unwrap();
+        let quant = quant.into_data().try_to_vec::<f32>().unwrap();
         // Channel 0 then channel 1, each a 2×3 grid; row 3 is normalised to (0, 1).
         assert_eq!(quant, vec![1., 0., -1., 0., 0., 1., 0., 1., 0., 1., 1., 0.]);
     }

@@ -66,7 +66,7 @@ mod tests {
     fn repeats_each_pixel_into_a_2x2_patch() {
         let device = Device::flex();
         let x = Tensor::<4>::from_floats([[[[1., 2.], [3., 4.]]]], &device);
-        let out = nearest_2x(x).into_data().to_vec::<f32>().unwrap();
+        let out = nearest_2x(x).into_data().try_to_vec::<f32>().unwrap();
         #[rustfmt::skip]
         let expected = vec![
             1., 1., 2., 2.,
@@ -88,7 +88,7 @@ mod tests {
         let x = Tensor::<4>::from_floats([[[[1., 2.], [3., 4.]]]], &device);
         let out = up.forward(x);
         assert_eq!(out.dims(), [1, 1, 4, 4]);
-        let out = out.into_data().to_vec::<f32>().unwrap();
+        let out = out.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(&out[..4], &[1.5, 1.5, 2.5, 2.5]);
         assert_eq!(&out[12..], &[3.5, 3.5, 4.5, 4.5]);
     }

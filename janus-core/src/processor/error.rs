@@ -101,11 +101,15 @@ pub enum ProcessorError {
 impl ProcessorError {
     /// Wraps a serde_json error with the file it came from, keeping its position.
     pub(crate) fn json(path: impl Into<PathBuf>, err: &serde_json::Error) -> Self {
+        let full = err.to_string();
+        // serde_json appends the position, which this error reports on its own.
+        let suffix = format!(" at line {} column {}", err.line(), err.column());
+        let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
         Self::Json {
             path: path.into(),
             line: err.line(),
             column: err.column(),
-            message: err.to_string(),
+            message,
         }
     }
 

@@ -199,8 +199,12 @@ impl Goldens {
 /// `‖out − reference‖ / ‖reference‖`, accumulated in f64 on the host.
 pub fn relative_error<const D: usize>(out: Tensor<D>, reference: Tensor<D>) -> f64 {
     assert_eq!(out.dims(), reference.dims(), "shape mismatch");
-    let out = out.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
-    let reference = reference.into_data().to_vec::<f32>().unwrap();
+    let out = out
+        .cast(DType::F32)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let reference = reference.into_data().try_to_vec::<f32>().unwrap();
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
     for (o, r) in out.iter().zip(&reference) {
         diff += (f64::from(*o) - f64::from(*r)).powi(2);
@@ -211,5 +215,9 @@ pub fn relative_error<const D: usize>(out: Tensor<D>, reference: Tensor<D>) -> f
 
 /// Host copy of integer codes as i64.
 pub fn codes_vec(codes: Tensor<2, Int>) -> Vec<i64> {
-    codes.into_data().convert::<i64>().to_vec::<i64>().unwrap()
+    codes
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap()
 }
