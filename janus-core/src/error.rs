@@ -100,6 +100,14 @@ pub enum JanusError {
         /// Image embedding rows available.
         image_tokens: usize,
     },
+    /// The prompt leaves no room for an answer in the model's context.
+    #[error("prompt of {length} tokens does not fit the model's context of {context}")]
+    PromptTooLong {
+        /// Prompt tokens (the longest row of a batch).
+        length: usize,
+        /// `max_position_embeddings`.
+        context: usize,
+    },
     /// The language model refused its input.
     #[error(transparent)]
     Llm(#[from] janus_llm::LlmError),

@@ -5,13 +5,18 @@ pub mod checkpoint;
 pub mod config;
 mod embed;
 mod error;
+mod janus;
 mod model;
 pub mod processor;
+mod understanding;
 
 pub use checkpoint::{CheckpointFormat, CheckpointLayout, LoadReport};
 pub use config::JanusConfig;
 pub use error::JanusError;
+pub use janus::Janus;
+pub use janus_llm::SamplingOptions;
 pub use model::{JanusModel, LoadOptions};
+pub use understanding::{Answer, AnswerOptions, Chat, StopReason};
 
 pub use burn;
 pub use janus_adapters;

@@ -9,6 +9,7 @@ mod mlp;
 mod model;
 mod rms_norm;
 mod rope;
+mod sampling;
 
 pub use attention::{LlamaAttention, LlamaAttentionConfig};
 pub use cache::KvCache;
@@ -18,6 +19,7 @@ pub use mlp::{LlamaMlp, LlamaMlpConfig};
 pub use model::{LlamaForCausalLM, LlamaModel};
 pub use rms_norm::{LlamaRmsNorm, LlamaRmsNormConfig};
 pub use rope::{RotaryEmbedding, positions_from_mask};
+pub use sampling::{Sampler, SamplingOptions, sample_from_uniform};
 
 /// Errors from the language model. Everything here comes from input the caller chose.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -60,4 +62,44 @@ pub enum LlmError {
         /// Rows of the input.
         found: usize,
     },
+    /// The sampling temperature is negative, NaN or infinite.
+    #[error("invalid sampling temperature {0}: must be finite and >= 0 (0 is greedy)")]
+    InvalidTemperature(f64),
+    /// `top_k` is `Some(0)`, which would keep no token.
+    #[error("invalid top_k 0: keep at least one token, or use None for no limit")]
+    InvalidTopK,
+    /// `top_p` is outside `(0, 1]` or NaN.
+    #[error("invalid top_p {0}: must be in (0, 1]")]
+    InvalidTopP(f64),
+    /// A row of logits holds a NaN.
+    #[error("logits row {row} contains NaN")]
+    NonFiniteLogits {
+        /// Index of the first bad row.
+        row: usize,
+    },
+    /// A row of logits has no token that can be drawn: every logit is `-inf`, or it is empty.
+    #[error("logits row {row} has no candidate: every logit is -inf")]
+    NoCandidates {
+        /// Index of the first bad row.
+        row: usize,
+    },
+    /// The number of injected uniforms differs from the number of rows.
+    #[error("{found} uniforms given for {expected} rows of logits")]
+    UniformCount {
+        /// Rows of the logits.
+        expected: usize,
+        /// Uniforms given.
+        found: usize,
+    },
+    /// An injected uniform lies outside `[0, 1)`.
+    #[error("uniform {value} for row {row} is outside [0, 1)")]
+    InvalidUniform {
+        /// Row of the bad uniform.
+        row: usize,
+        /// The value given.
+        value: f64,
+    },
+    /// The backend could not read the logits back to the host.
+    #[error("could not read logits: {0}")]
+    LogitsRead(String),
 }
