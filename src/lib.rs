@@ -27,3 +27,50 @@ pub fn default_device() -> Device {
 pub fn bundled_model_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-janus")
 }
+
+/// Command-line sampling flags shared by the examples.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplingArgs {
+    /// 0 = greedy (the reference scripts); the demos use 0.1 with top-p 0.95.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Keep only the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The library's options for these flags.
+    pub fn options(&self) -> janus_core::SamplingOptions {
+        janus_core::SamplingOptions {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Loads a model directory behind a spinner, so a multi-gigabyte load does not look hung.
+pub fn load_with_spinner(
+    dir: &std::path::Path,
+    options: &janus_core::LoadOptions,
+    device: &Device,
+) -> Result<janus_core::Janus, janus_core::JanusError> {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("loading {}", dir.display()));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let started = std::time::Instant::now();
+    let result = janus_core::Janus::load(dir, options, device);
+    spinner.finish_and_clear();
+    if result.is_ok() {
+        eprintln!("loaded {} in {:.1}s", dir.display(), started.elapsed().as_secs_f64());
+    }
+    result
+}

@@ -409,7 +409,7 @@ mod tests {
             .replace("siglip_large_patch16_384", "siglip_mystery");
         let err = JanusConfig::from_json_str(&text).unwrap_err().to_string();
         assert!(
-            err.contains("siglip_mystery") && err.contains("width"),
+            err.contains("siglip_mystery") && err.contains("explicit"),
             "{err}"
         );
 

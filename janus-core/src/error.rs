@@ -108,6 +108,29 @@ pub enum JanusError {
         /// `max_position_embeddings`.
         context: usize,
     },
+    /// A generation option is out of its documented range.
+    #[error("invalid generation option: {0}")]
+    InvalidOption(String),
+    /// A text-to-image prompt has no text.
+    #[error("prompt {index} is empty")]
+    EmptyPrompt {
+        /// Position of the prompt in the call.
+        index: usize,
+    },
+    /// The progress callback asked to stop; nothing was produced or written.
+    #[error("generation cancelled")]
+    Cancelled,
+    /// Writing an output file failed; no partial file is left behind.
+    #[error("cannot write {path}: {source}")]
+    Output {
+        /// The file (or directory) that could not be written.
+        path: PathBuf,
+        /// The OS or encoder error.
+        source: std::io::Error,
+    },
+    /// The VQ image tokenizer refused its input (e.g. a code outside the codebook).
+    #[error(transparent)]
+    Vq(#[from] janus_vq::VqError),
     /// The language model refused its input.
     #[error(transparent)]
     Llm(#[from] janus_llm::LlmError),

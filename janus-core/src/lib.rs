@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 mod embed;
 mod error;
+mod generation;
 mod janus;
 mod model;
 pub mod processor;
@@ -13,6 +14,10 @@ mod understanding;
 pub use checkpoint::{CheckpointFormat, CheckpointLayout, LoadReport};
 pub use config::JanusConfig;
 pub use error::JanusError;
+pub use generation::{
+    CfgBatch, GeneratedImage, GenerationOptions, GenerationProgress, save_images, save_png,
+    to_rgb_images,
+};
 pub use janus::Janus;
 pub use janus_llm::SamplingOptions;
 pub use model::{JanusModel, LoadOptions};

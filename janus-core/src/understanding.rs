@@ -331,7 +331,7 @@ mod tests {
         assert_eq!(s.advance("abé E", &stops, false), (" ", None));
         assert_eq!(s.advance("abé EN", &stops, false), ("", None));
         assert_eq!(s.advance("abé ENX", &stops, false), ("ENX", None));
-        assert_eq!(s.advance("abé ENX END tail", &stops, false), (" ", Some(8)));
+        assert_eq!(s.advance("abé ENX END tail", &stops, false), (" ", Some(9)));
     }
 
     #[test]

@@ -13,8 +13,6 @@
 //! probabilities in `f64`. One row is one independent draw, so the same code serves text decoding
 //! (a vocabulary of ~102 400 ids) and image generation (16 384 codes, after the CFG mix).
 
-use std::cmp::Ordering;
-
 use burn::tensor::{DType, Tensor};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -246,16 +244,8 @@ struct Candidate {
 #[derive(Debug, Default)]
 struct Scratch {
     candidates: Vec<Candidate>,
-    select: Vec<f32>,
-}
-
-/// Most probable first; equal logits by increasing id, so the order is total and deterministic.
-fn better(a: &Candidate, b: &Candidate) -> Ordering {
-    // No NaN reaches here; partial_cmp also keeps -0.0 and +0.0 equal.
-    b.logit
-        .partial_cmp(&a.logit)
-        .unwrap_or(Ordering::Equal)
-        .then(a.id.cmp(&b.id))
+    select: Vec<u32>,
+    keys: Vec<u64>,
 }
 
 fn sample_row(
@@ -306,11 +296,10 @@ fn sample_row(
             Some(k) if k < values.len() => {
                 let select = &mut scratch.select;
                 select.clear();
-                select.extend_from_slice(values);
-                let (_, kth, _) = select.select_nth_unstable_by(k - 1, |a, b| {
-                    b.partial_cmp(a).unwrap_or(Ordering::Equal)
-                });
-                *kth
+                select.extend(values.iter().map(|&v| descending_bits(v)));
+                let (_, kth, _) = select.select_nth_unstable(k - 1);
+                // Back from the key; -0.0 comes back as +0.0, which compares the same.
+                logit_from_descending_bits(*kth)
             }
             _ => f32::NEG_INFINITY,
         };
@@ -332,44 +321,86 @@ fn sample_row(
     }
 
     if let Some(top_p) = options.top_p.filter(|p| *p < 1.0) {
-        keep_nucleus(candidates, top_p);
-        // Back to id order for the draw.
-        candidates.sort_unstable_by_key(|c| c.id);
+        keep_nucleus(candidates, &mut scratch.keys, top_p);
     }
 
     draw(candidates, uniform).ok_or(LlmError::NoCandidates { row })
 }
 
-/// Truncates `candidates` to the smallest most-probable prefix whose mass reaches `top_p` of
-/// the total, leaving that prefix sorted by [`better`].
+/// A `u32` that orders finite and infinite `f32`s from largest to smallest (NaN excluded).
 ///
-/// Only as much as needed is sorted: chunks of growing size are split off with
-/// `select_nth_unstable_by` and sorted one at a time until the mass is reached.
-fn keep_nucleus(candidates: &mut Vec<Candidate>, top_p: f64) {
+/// Integer keys make the top-p selection and sort several times faster than comparing floats.
+fn descending_bits(value: f32) -> u32 {
+    // `+ 0.0` turns -0.0 into +0.0, so the two tie as they do under `==`.
+    let bits = (value + 0.0).to_bits();
+    let ascending = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    !ascending
+}
+
+/// The inverse of [`descending_bits`].
+fn logit_from_descending_bits(key: u32) -> f32 {
+    let ascending = !key;
+    let bits = if ascending >> 31 == 1 {
+        ascending & 0x7fff_ffff
+    } else {
+        !ascending
+    };
+    f32::from_bits(bits)
+}
+
+/// Keeps, in id order, the smallest set of most probable `candidates` whose mass reaches
+/// `top_p` of the total; `candidates` must be in id order.
+///
+/// Tokens are ranked by logit, equal logits by increasing id. Only as much as needed is
+/// sorted: chunks of growing size are split off with `select_nth_unstable` and sorted one at a
+/// time until the mass is reached.
+fn keep_nucleus(candidates: &mut Vec<Candidate>, keys: &mut Vec<u64>, top_p: f64) {
     let total: f64 = candidates.iter().map(|c| c.weight).sum();
     let target = top_p * total;
-    let len = candidates.len();
+    // Rank in the high half, position in the low half: candidates are in id order, so the
+    // position breaks ties by id and leads back to the candidate.
+    keys.clear();
+    keys.extend(
+        candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (u64::from(descending_bits(c.logit)) << 32) | i as u64),
+    );
+    let len = keys.len();
+    let mut kept = len;
     let mut cumulative = 0.0;
     let mut done = 0;
     let mut chunk = 64;
-    while done < len {
+    'chunks: while done < len {
         let end = (done + chunk).min(len);
-        let rest = &mut candidates[done..];
-        if end - done < rest.len() {
-            rest.select_nth_unstable_by(end - done - 1, better);
+        if end < len {
+            keys[done..].select_nth_unstable(end - done - 1);
         }
-        candidates[done..end].sort_unstable_by(better);
-        for (i, c) in candidates[done..end].iter().enumerate() {
-            cumulative += c.weight;
+        keys[done..end].sort_unstable();
+        for (i, key) in keys[done..end].iter().enumerate() {
+            cumulative += candidates[*key as u32 as usize].weight;
             if cumulative >= target {
-                candidates.truncate(done + i + 1);
-                return;
+                kept = done + i + 1;
+                break 'chunks;
             }
         }
         done = end;
         chunk *= 4;
     }
-    // Rounding kept the sum just short of the target: everything stays.
+    // If rounding kept the sum just short of the target, everything stays.
+
+    // Back to id order for the draw. Sorted positions are distinct and ascending, so each
+    // source slot is at or after its destination and the compaction can run in place.
+    let positions = &mut keys[..kept];
+    positions.sort_unstable_by_key(|key| *key as u32);
+    for (slot, key) in positions.iter().enumerate() {
+        candidates[slot] = candidates[*key as u32 as usize];
+    }
+    candidates.truncate(kept);
 }
 
 /// Inverse CDF over `candidates` in their current order; `None` only if none has any mass.

@@ -1,0 +1,84 @@
+//! An interactive multi-turn chat. Type a question; `/image PATH` attaches an image to the next
+//! question, `/reset` forgets the conversation, `/quit` (or end of input) leaves.
+//!
+//! ```sh
+//! cargo run --release --example chat -- --model models/Janus-Pro-1B
+//! ```
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use clap::Parser;
+use janus_core::processor::load_image;
+use janus_core::{AnswerOptions, LoadOptions};
+
+#[derive(Parser)]
+#[command(about = "Chat with a Janus model about images")]
+struct Args {
+    /// Model directory; defaults to the bundled tiny checkpoint.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Most tokens per answer.
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    #[command(flatten)]
+    sampling: janus_rs::SamplingArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
+    let device = janus_rs::default_device();
+    let janus = janus_rs::load_with_spinner(&dir, &LoadOptions::default(), &device)?;
+    let options = AnswerOptions {
+        max_new_tokens: args.max_new_tokens,
+        sampling: args.sampling.options(),
+        ..Default::default()
+    };
+    let mut chat = janus.chat();
+    let mut pending = Vec::new();
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    eprintln!("commands: /image PATH, /reset, /quit");
+    loop {
+        print!("> ");
+        stdout.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "/quit" {
+            break;
+        }
+        if line == "/reset" {
+            chat.clear();
+            pending.clear();
+            eprintln!("(conversation cleared)");
+            continue;
+        }
+        if let Some(path) = line.strip_prefix("/image ") {
+            match load_image(path.trim()) {
+                Ok(image) => {
+                    pending.push(image);
+                    eprintln!("(image attached to the next question)");
+                }
+                Err(e) => eprintln!("error: {e}"),
+            }
+            continue;
+        }
+        let images = std::mem::take(&mut pending);
+        let result = chat.ask(line, images, &options, |piece| {
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+        });
+        println!();
+        if let Err(e) = result {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(())
+}
