@@ -30,10 +30,10 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     parallel: usize,
     /// Classifier-free guidance weight.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     cfg: f64,
     /// Sampling temperature (0 = argmax).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     temperature: f64,
     /// Sample among the k most likely codes only.
     #[arg(long)]
@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
     };
     let bar =
         ProgressBar::new(janus.codes_per_image() as u64).with_style(ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} codes, {per_sec} (eta {eta})",
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} codes ({per_sec}, eta {eta})",
         )?);
     bar.set_message("generating");
     let start = Instant::now();

@@ -422,3 +422,34 @@ fn draw(candidates: &[Candidate], uniform: f64) -> Option<i64> {
         .find(|c| c.weight > 0.0)
         .map(|c| i64::from(c.id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descending_bits_order_and_invert() {
+        let descending = [
+            f32::INFINITY,
+            f32::MAX,
+            1.5,
+            f32::MIN_POSITIVE,
+            1e-45,
+            0.0,
+            -1e-45,
+            -1.5,
+            f32::MIN,
+            f32::NEG_INFINITY,
+        ];
+        for pair in descending.windows(2) {
+            assert!(
+                descending_bits(pair[0]) < descending_bits(pair[1]),
+                "{pair:?}"
+            );
+        }
+        for v in descending {
+            assert_eq!(logit_from_descending_bits(descending_bits(v)), v);
+        }
+        assert_eq!(descending_bits(-0.0), descending_bits(0.0));
+    }
+}

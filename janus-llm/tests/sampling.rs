@@ -409,31 +409,3 @@ fn empty_batch_gives_no_ids() {
     let mut sampler = Sampler::new(SamplingOptions::default()).unwrap();
     assert_eq!(sampler.sample(tensor).unwrap(), Vec::<i64>::new());
 }
-
-#[test]
-#[ignore]
-fn zz_timing() {
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    for vocab in [102_400usize, 16_384] {
-        let rows: Vec<Vec<f32>> = (0..2).map(|_| random_row(&mut rng, vocab, 10.0)).collect();
-        for options in [
-            SamplingOptions::greedy(),
-            SamplingOptions::default(),
-            SamplingOptions::default().with_top_k(Some(50)),
-            SamplingOptions::default().with_top_p(Some(0.9)),
-            SamplingOptions::default()
-                .with_top_k(Some(50))
-                .with_top_p(Some(0.9)),
-        ] {
-            let mut s = Sampler::new(options.clone()).unwrap();
-            let t = std::time::Instant::now();
-            for _ in 0..50 {
-                s.sample(logits(&rows)).unwrap();
-            }
-            println!(
-                "{vocab} {options:?}: {:?}/call (2 rows, incl. upload)",
-                t.elapsed() / 50
-            );
-        }
-    }
-}

@@ -1,1 +1,15 @@
-//! janus-train
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod export;
+pub mod lora;
+pub mod loss;
+pub mod optim;
+pub mod stage;
+pub mod trainer;
+
+pub use batch::{GenerationBatch, IGNORE_INDEX, MixedBatch, UnderstandingBatch};
