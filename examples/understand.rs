@@ -39,9 +39,17 @@ fn main() -> anyhow::Result<()> {
     let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
     let device = janus_rs::default_device();
     let janus = janus_rs::load_with_spinner(&dir, &LoadOptions::default(), &device)?;
-    let images = args.images.iter().map(load_image).collect::<Result<Vec<_>, _>>()?;
+    let images = args
+        .images
+        .iter()
+        .map(load_image)
+        .collect::<Result<Vec<_>, _>>()?;
     let (user, assistant) = janus.roles();
-    let content = format!("{}{}", "<image_placeholder>\n".repeat(images.len()), args.question);
+    let content = format!(
+        "{}{}",
+        "<image_placeholder>\n".repeat(images.len()),
+        args.question
+    );
     let conversation = vec![Message::new(user, &content), Message::new(assistant, "")];
     let options = AnswerOptions {
         max_new_tokens: args.max_new_tokens,
@@ -54,6 +62,10 @@ fn main() -> anyhow::Result<()> {
         let _ = stdout.flush();
     })?;
     println!();
-    eprintln!("[{} tokens, stopped: {:?}]", answer.token_ids.len(), answer.stop);
+    eprintln!(
+        "[{} tokens, stopped: {:?}]",
+        answer.token_ids.len(),
+        answer.stop
+    );
     Ok(())
 }

@@ -70,7 +70,11 @@ pub fn load_with_spinner(
     let result = janus_core::Janus::load(dir, options, device);
     spinner.finish_and_clear();
     if result.is_ok() {
-        eprintln!("loaded {} in {:.1}s", dir.display(), started.elapsed().as_secs_f64());
+        eprintln!(
+            "loaded {} in {:.1}s",
+            dir.display(),
+            started.elapsed().as_secs_f64()
+        );
     }
     result
 }

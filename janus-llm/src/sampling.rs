@@ -6,7 +6,8 @@
 //! 2. **top-k**: only the `k` largest logits stay (every logit equal to the `k`-th largest stays
 //!    too, as in HF's `TopKLogitsWarper`);
 //! 3. **top-p**: of what is left, only the smallest set of most probable tokens whose probability
-//!    sums to at least `top_p` stays (at least one token always stays);
+//!    sums to at least `top_p` stays (at least one token always stays; equal logits rank by
+//!    increasing id);
 //! 4. **softmax** over the survivors and a **multinomial** draw by inverse CDF.
 //!
 //! The logits are read to the host once per call; everything after that runs on the host, with
