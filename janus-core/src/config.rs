@@ -322,7 +322,7 @@ fn vq_params(c: &RawComponent) -> Result<VqParams, JanusError> {
             .ok_or_else(|| unknown("num_res_blocks"))?,
         image_size: get_usize(p, "image_size", ctx)?.unwrap_or(384),
     };
-    if vq.ch_mult.is_empty() || vq.image_size % vq.downsample() != 0 {
+    if vq.ch_mult.is_empty() || !vq.image_size.is_multiple_of(vq.downsample()) {
         return Err(JanusError::config(format!(
             "{ctx}: image_size {} is not a multiple of the VQ downsampling {}",
             vq.image_size,

@@ -212,7 +212,7 @@ fn parity_understanding() {
             let case = &cases["understanding"][name];
             let messages = conversation(name);
             let images = processor
-                .load_images(&messages, &dir.join("goldens"))
+                .load_images(&messages, dir.join("goldens"))
                 .unwrap();
             let batch = processor.process(&messages, &images).unwrap();
             assert_eq!(
@@ -274,7 +274,7 @@ fn parity_understanding() {
             for name in ["single", "text_only"] {
                 let messages = conversation(name);
                 let images = processor
-                    .load_images(&messages, &dir.join("goldens"))
+                    .load_images(&messages, dir.join("goldens"))
                     .unwrap();
                 items.push(processor.process_one(&messages, &images).unwrap());
             }

@@ -25,7 +25,7 @@ impl LayerKv {
         let (kb, vb) = self.buffers.get_or_insert_with(|| {
             let opts = (&k.device(), k.dtype());
             (
-                Tensor::empty([b, h, capacity, d], opts.clone()),
+                Tensor::empty([b, h, capacity, d], opts),
                 Tensor::empty([b, h, capacity, d], opts),
             )
         });

@@ -128,7 +128,7 @@ pub fn load_checkpoint<M: ModuleSnapshot>(
                 report.ignored += 1;
                 continue;
             };
-            let found: Vec<usize> = tensor.shape.iter().map(|d| *d as usize).collect();
+            let found: Vec<usize> = tensor.shape.iter().copied().collect();
             match expected.get(&path) {
                 None => {
                     return Err(JanusError::UnexpectedTensor {
