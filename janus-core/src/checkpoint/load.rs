@@ -30,7 +30,7 @@ pub struct LoadReport {
 ///
 /// Reads lazy shapes only, so random initialisation never runs for parameters a checkpoint
 /// is about to overwrite.
-pub(crate) fn expected_shapes<M: ModuleSnapshot>(module: &M) -> BTreeMap<String, Vec<usize>> {
+pub fn expected_shapes<M: ModuleSnapshot>(module: &M) -> BTreeMap<String, Vec<usize>> {
     let mut v = ShapeVisitor::default();
     module.visit(&mut v);
     v.out

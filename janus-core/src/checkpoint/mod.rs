@@ -5,4 +5,4 @@ mod load;
 pub mod remap;
 
 pub use layout::{CheckpointFormat, CheckpointLayout};
-pub use load::{LoadReport, load_checkpoint};
+pub use load::{LoadReport, expected_shapes, load_checkpoint};
