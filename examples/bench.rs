@@ -1,0 +1,221 @@
+//! The standard inference workload (`shared/bench/WORKLOAD.md`) on random weights.
+//!
+//! Times SigLIP + aligner, a 640-position prefill, greedy decode steps, CFG image-generation
+//! steps and a VQ decode through the library's own code paths. Every figure is the median of
+//! `--repeats` runs after one warm-up run. Prints readable lines, then one JSON object on the
+//! last line of stdout.
+//!
+//! ```sh
+//! cargo run --release --example bench                        # Janus-Pro-1B shape, f32, all cores
+//! cargo run --release --example bench -- --shape tiny        # quick smoke run on the fixture's shape
+//! cargo run --release --example bench -- --dtype bf16 --threads 2 --repeats 3
+//! ```
+
+#[path = "../benches/common/mod.rs"]
+mod workload;
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use workload::{
+    DECODE_STEPS, GEN_STEPS, Shape, Workload, dtype_name, mean_ms, median, parse_dtype, peak_rss_mb,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Stage {
+    /// `vision_ms`.
+    Vision,
+    /// `prefill_ms` and `decode_ms_per_token`.
+    Text,
+    /// `gen_ms_per_step`.
+    Gen,
+    /// `vq_decode_ms`.
+    Vq,
+}
+
+#[derive(Parser)]
+#[command(about = "Time the standard Janus inference workload on random weights")]
+struct Args {
+    /// Model shape: the real Janus-Pro-1B one, or the bundled tiny fixture's (smoke runs; the
+    /// prefill is then capped by its 512-position context).
+    #[arg(long, default_value = "pro-1b", value_parser = ["pro-1b", "tiny"])]
+    shape: String,
+    /// Parameter and activation dtype.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    dtype: String,
+    /// Threads of the global rayon pool the CPU backend runs on (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed runs of each stage after the warm-up; figures are their median.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Run only these stages (comma-separated); the others' keys are `null`.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Stage>,
+}
+
+/// A JSON number with `decimals` places, or `null`.
+fn num(value: Option<f64>, decimals: usize) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "null".into(),
+    }
+}
+
+/// Runs `f` once to warm up, then `repeats` times; returns the median of its values.
+fn measure(
+    name: &str,
+    repeats: usize,
+    mut f: impl FnMut() -> anyhow::Result<f64>,
+) -> anyhow::Result<f64> {
+    let warm = f()?;
+    eprintln!("  {name}: warm-up {warm:.1}");
+    let mut values = Vec::with_capacity(repeats);
+    for i in 0..repeats {
+        let v = f()?;
+        eprintln!("  {name}: run {}/{repeats} {v:.1}", i + 1);
+        values.push(v);
+    }
+    Ok(median(&values))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let shape = Shape::parse(&args.shape).context("unknown shape")?;
+    let dtype = parse_dtype(&args.dtype).context("unknown dtype")?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("configuring the rayon thread pool")?;
+    let threads = rayon::current_num_threads();
+    let runs = |stage| args.only.is_empty() || args.only.contains(&stage);
+
+    let device = janus_rs::default_device();
+    let config = shape.config()?;
+    println!(
+        "janus-rs bench: shape {}, dtype {}, {threads} thread(s), median of {} run(s) after 1 warm-up",
+        shape.name(),
+        dtype_name(dtype),
+        args.repeats
+    );
+    let start = Instant::now();
+    let w = Workload::new(config, dtype, device)?;
+    println!(
+        "model: {:.3} B parameters materialised in {:.1} s",
+        w.num_params() as f64 / 1e9,
+        start.elapsed().as_secs_f64()
+    );
+
+    let mut vision_ms = None;
+    if runs(Stage::Vision) {
+        let s = w.config.vision.image_size;
+        let ms = measure("vision_ms", args.repeats, || {
+            let pixels = w.vision_input();
+            let start = Instant::now();
+            let features = w.vision(pixels);
+            let elapsed = start.elapsed().as_secs_f64() * 1e3;
+            let [_, n, d] = features.dims();
+            anyhow::ensure!(n == w.config.num_image_tokens(), "{n} image tokens");
+            anyhow::ensure!(d == w.config.language.hidden_size, "width {d}");
+            Ok(elapsed)
+        })?;
+        println!("vision_ms            {ms:10.2}  (3x{s}x{s} image -> SigLIP + aligner)");
+        vision_ms = Some(ms);
+    }
+
+    let (mut prefill_ms, mut decode_ms) = (None, None);
+    if runs(Stage::Text) {
+        let t = w.prefill_len();
+        let d = w.config.language.hidden_size;
+        let mut prefills = Vec::new();
+        let mut decodes = Vec::new();
+        for i in 0..=args.repeats {
+            let embeds = w.prefill_input();
+            let start = Instant::now();
+            let (mut cache, first) = w.prefill(embeds, DECODE_STEPS)?;
+            let prefill = start.elapsed().as_secs_f64() * 1e3;
+            let steps = mean_ms(&w.decode(&mut cache, first, DECODE_STEPS)?);
+            let label = if i == 0 {
+                "warm-up".to_string()
+            } else {
+                format!("run {i}/{}", args.repeats)
+            };
+            eprintln!("  prefill_ms: {label} {prefill:.1}; decode_ms_per_token {steps:.1}");
+            if i > 0 {
+                prefills.push(prefill);
+                decodes.push(steps);
+            }
+        }
+        let (p, s) = (median(&prefills), median(&decodes));
+        println!(
+            "prefill_ms           {p:10.2}  ([1,{t},{d}] through the layers + lm_head on the last position)"
+        );
+        println!(
+            "decode_ms_per_token  {s:10.2}  (mean of {DECODE_STEPS} greedy steps after the prefill; {:.2} tokens/s)",
+            1e3 / s
+        );
+        prefill_ms = Some(p);
+        decode_ms = Some(s);
+    }
+
+    let mut gen_ms = None;
+    if runs(Stage::Gen) {
+        let batch = w.gen_batch()?;
+        let mut seed = 0;
+        let ms = measure("gen_ms_per_step", args.repeats, || {
+            seed += 1;
+            let (_, steps) = w.generate(&batch, GEN_STEPS, seed)?;
+            Ok(mean_ms(&steps))
+        })?;
+        println!(
+            "gen_ms_per_step      {ms:10.2}  (2 CFG rows, {}-position prompt, mean of {GEN_STEPS} steps)",
+            batch.len
+        );
+        gen_ms = Some(ms);
+    }
+
+    let mut vq_ms = None;
+    if runs(Stage::Vq) {
+        let codes = w.vq_codes();
+        let ms = measure("vq_decode_ms", args.repeats, || {
+            let start = Instant::now();
+            w.vq_decode(&codes)?;
+            Ok(start.elapsed().as_secs_f64() * 1e3)
+        })?;
+        let s = w.config.gen_vision.image_size;
+        println!(
+            "vq_decode_ms         {ms:10.2}  ({} codes -> one 3x{s}x{s} image)",
+            w.codes_per_image()
+        );
+        vq_ms = Some(ms);
+    }
+
+    let codes = w.codes_per_image();
+    let image_s = gen_ms.zip(vq_ms).map(|(g, v)| (codes as f64 * g + v) / 1e3);
+    if let Some(s) = image_s {
+        println!(
+            "image_s_estimate     {s:10.2}  (({codes} x gen_ms_per_step + vq_decode_ms) / 1000)"
+        );
+    }
+    let rss = peak_rss_mb();
+    println!("peak_rss_mb          {:>10}  (VmHWM)", num(rss, 1));
+    println!(
+        "{{\"impl\":\"janus-rs\",\"dtype\":\"{}\",\"threads\":{threads},\"vision_ms\":{},\"prefill_ms\":{},\"decode_ms_per_token\":{},\"gen_ms_per_step\":{},\"vq_decode_ms\":{},\"image_s_estimate\":{},\"peak_rss_mb\":{}}}",
+        dtype_name(dtype),
+        num(vision_ms, 3),
+        num(prefill_ms, 3),
+        num(decode_ms, 3),
+        num(gen_ms, 3),
+        num(vq_ms, 3),
+        num(image_s, 3),
+        num(rss, 1),
+    );
+    Ok(())
+}
