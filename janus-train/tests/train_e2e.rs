@@ -179,3 +179,17 @@ fn config_files_reject_unknown_keys() {
         assert!(err.contains("unknown field"), "{bad:?}: {err}");
     }
 }
+
+/// The README's recipe (`examples/train/tiny/lora.toml`) parses and runs as written (fewer steps).
+#[test]
+fn readme_recipe_runs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/train/tiny/lora.toml");
+    let mut c = TrainConfig::from_file(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    c.output_dir = dir.path().join("run");
+    c.steps = 3;
+    let summary = train(&c, &Device::flex(), false, &mut |_| {}).unwrap();
+    assert_eq!(summary.reports.len(), 3);
+    assert!(summary.reports.last().unwrap().val_loss.is_some(), "validation runs at the end");
+    assert!(summary.adapter.is_some());
+}
