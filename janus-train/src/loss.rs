@@ -66,12 +66,10 @@ pub enum LossError {
     },
     /// Re-tokenising a conversation prefix did not reproduce the start of the input ids, so
     /// answer spans cannot be located.
-    #[error(
-        "the tokens of the conversation up to message {message} are not a prefix of the input ids"
-    )]
+    #[error("the templated conversation differs from the input ids at position {position}")]
     LabelAlignment {
-        /// Index of the message whose boundary did not line up.
-        message: usize,
+        /// First position where the two token sequences differ.
+        position: usize,
     },
     /// Assembling the input embeddings failed (e.g. image placeholders without images).
     #[error(transparent)]
@@ -320,45 +318,41 @@ pub fn mixed_loss(
 /// `<｜end▁of▁sentence｜>` separator the template closes it with, so it covers the tokens of
 /// `" " + content.strip()` plus EOS — exactly the positions the golden `und_labels` mark. The
 /// model thus learns to answer after the cue and to stop. Image placeholder positions inside a
-/// span stay ignored. Spans are located by re-tokenising the conversation up to each boundary,
-/// which must reproduce a prefix of `input_ids`.
+/// span stay ignored. The rule itself lives in [`crate::data::label_prompt`] (used by the data
+/// pipeline too); this checks its tokens against `input_ids`.
 ///
 /// Labels follow the HF convention of [`UnderstandingBatch::labels`]: they sit at the token's
 /// own position, and the loss shifts them. Left-pad them with [`IGNORE_INDEX`] when batching.
 ///
 /// # Errors
-/// [`LossError::LabelAlignment`] when a boundary does not line up with `input_ids`, or the
-/// processor's error.
+/// [`LossError::LabelAlignment`] when the conversation does not tokenise to `input_ids`, or
+/// the processor's error.
 pub fn understanding_labels(
     processor: &Processor,
     conversation: &[Message],
     input_ids: &[TokenId],
 ) -> Result<Vec<i64>, LossError> {
+    // One labelling rule for the whole crate: the data pipeline's.
+    let (_, ids, labels) = crate::data::label_prompt(
+        processor,
+        conversation,
+        janus_core::processor::SYSTEM_PROMPT,
+        crate::data::LabelTurns::All,
+    )?;
     let image = processor.special_tokens().image;
-    // Number of input ids produced by the templated (system prompt included) conversation.
-    let prefix_len = |messages: &[Message], index: usize| -> Result<usize, LossError> {
-        let ids = processor.encode(&processor.understanding_prompt(messages)?)?;
-        let images = ids.iter().filter(|&&id| id == image).count();
-        let ids = processor.expand_image_tokens(&ids, images)?;
-        if !input_ids.starts_with(&ids) {
-            return Err(LossError::LabelAlignment { message: index });
-        }
-        Ok(ids.len())
-    };
-
-    let mut labels = vec![IGNORE_INDEX; input_ids.len()];
-    for i in (1..conversation.len()).step_by(2) {
-        let mut cue = conversation[..i].to_vec();
-        cue.push(Message::new(conversation[i].role.clone(), ""));
-        let start = prefix_len(&cue, i)?;
-        let end = prefix_len(&conversation[..=i], i)?;
-        for (label, &id) in labels[start..end].iter_mut().zip(&input_ids[start..end]) {
-            if id != image {
-                *label = i64::from(id);
-            }
-        }
+    let images = ids.iter().filter(|&&id| id == image).count();
+    let (expanded_ids, expanded) = crate::data::expand_labels(processor, &ids, &labels, images)?;
+    if expanded_ids != input_ids {
+        let first_difference = expanded_ids
+            .iter()
+            .zip(input_ids)
+            .position(|(a, b)| a != b)
+            .unwrap_or(expanded_ids.len().min(input_ids.len()));
+        return Err(LossError::LabelAlignment {
+            position: first_difference,
+        });
     }
-    Ok(labels)
+    Ok(expanded)
 }
 
 #[cfg(all(test, feature = "flex"))]

@@ -58,7 +58,7 @@ pub use self::mix::{Kind, KindScheduler, MixRatio};
 pub use self::record::{ConversationRecord, T2iRecord, Turn};
 pub use self::sample::{
     LabelTurns, LabeledInput, Overlong, Roles, SampleOutcome, build_understanding,
-    collate_understanding, conversation_messages, label_prompt,
+    collate_understanding, conversation_messages, expand_labels, label_prompt,
 };
 pub use self::t2i::{
     CodeCache, CodeEncoder, GenSample, VqCodeEncoder, center_crop, collate_generation,

@@ -270,6 +270,29 @@ fn image_runs(processor: &Processor, ids: &[TokenId]) -> Vec<Range<usize>> {
     runs
 }
 
+/// Expands each image placeholder of templated `ids` into the model's image-token run and
+/// carries the labels along (image runs are never labelled).
+pub fn expand_labels(
+    processor: &Processor,
+    ids: &[TokenId],
+    labels: &[i64],
+    num_images: usize,
+) -> Result<(Vec<TokenId>, Vec<i64>), ProcessorError> {
+    let image = processor.special_tokens().image;
+    let input_ids = processor.expand_image_tokens(ids, num_images)?;
+    let run =
+        processor.config().num_image_tokens + 2 + usize::from(processor.config().add_special_token);
+    let mut expanded = Vec::with_capacity(input_ids.len());
+    for (&id, &label) in ids.iter().zip(labels) {
+        if id == image {
+            expanded.extend(std::iter::repeat_n(IGNORE_INDEX, run));
+        } else {
+            expanded.push(label);
+        }
+    }
+    Ok((input_ids, expanded))
+}
+
 /// Builds one labelled understanding sample from a parsed record and its decoded images (one
 /// per placeholder, in order), applying the length limit.
 ///
@@ -288,18 +311,7 @@ pub fn build_understanding(
     let system = record.system.as_deref().unwrap_or(SYSTEM_PROMPT);
     let (prompt, ids, labels) = label_prompt(processor, &conversation, system, label_turns)?;
 
-    let s = processor.special_tokens();
-    let input_ids = processor.expand_image_tokens(&ids, images.len())?;
-    let run =
-        processor.config().num_image_tokens + 2 + usize::from(processor.config().add_special_token);
-    let mut expanded = Vec::with_capacity(input_ids.len());
-    for (&id, &label) in ids.iter().zip(&labels) {
-        if id == s.image {
-            expanded.extend(std::iter::repeat_n(IGNORE_INDEX, run));
-        } else {
-            expanded.push(label);
-        }
-    }
+    let (input_ids, expanded) = expand_labels(processor, &ids, &labels, images.len())?;
     let image_processor = processor.image_processor();
     let mut pixel_values = Vec::with_capacity(images.len() * image_processor.image_numel());
     for image in images {
