@@ -9,7 +9,9 @@ pub mod export;
 pub mod lora;
 pub mod loss;
 pub mod optim;
+pub mod shapes;
 pub mod stage;
 pub mod trainer;
+pub mod vq_train;
 
 pub use batch::{GenerationBatch, IGNORE_INDEX, MixedBatch, UnderstandingBatch};

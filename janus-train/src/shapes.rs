@@ -7,8 +7,8 @@
 //!
 //! | file | line |
 //! |---|---|
-//! | `und.jsonl` | `{"query": "<image>What is in the image?", "response": "a red circle.", "images": ["img/00000.png"]}` |
-//! | `t2i.jsonl` | `{"prompt": "a red circle", "image": "img/00000.png"}` |
+//! | `train_und.jsonl` | `{"query": "<image>\nWhat is in the image?", "response": "a red circle.", "images": ["train/00000.png"]}` |
+//! | `train_t2i.jsonl` | `{"prompt": "a red circle", "image": "train/00000.png"}` |
 //!
 //! [`write_dataset`] writes a training split and a held-out split drawn from different seeds.
 //! [`judge`] recognises a shape in an image (generated or drawn) from the colour of its
@@ -407,9 +407,14 @@ pub fn judge(image: &RgbImage) -> Option<Judgement> {
         y1 = y1.max(y);
         let rgb = px(x, y).map(f64::from);
         let c = Colour::nearest(rgb);
-        votes[Colour::ALL.iter().position(|&k| k == c).expect("palette colour")] += 1;
+        votes[Colour::ALL
+            .iter()
+            .position(|&k| k == c)
+            .expect("palette colour")] += 1;
     }
-    let colour = Colour::ALL[(0..4).max_by_key(|&i| (votes[i], 4 - i)).expect("4 colours")];
+    let colour = Colour::ALL[(0..4)
+        .max_by_key(|&i| (votes[i], 4 - i))
+        .expect("4 colours")];
     let area = (x1 - x0 + 1) * (y1 - y0 + 1);
     let fill = best.len() as f64 / area as f64;
     let shape = if fill < 0.64 {
@@ -492,7 +497,7 @@ fn write_split(
             .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
         let label = sample.label();
         let line = serde_json::to_string(&UndLine {
-            query: format!("<image>{QUESTION}"),
+            query: format!("<image>\n{QUESTION}"),
             response: label.answer(),
             images: [&rel],
         })
@@ -531,6 +536,109 @@ pub fn write_dataset(
         train_images: train,
         val_images: val,
     })
+}
+
+/// How a model did on [`score_understanding`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnderstandingScore {
+    /// Answers exactly equal to the expected `a <colour> <shape>.`.
+    pub correct: usize,
+    /// Questions asked.
+    pub total: usize,
+    /// `(expected, answered)` for the wrong ones.
+    pub wrong: Vec<(String, String)>,
+}
+
+/// Asks [`QUESTION`] about `n` fresh images (from `seed`) and counts exactly right answers
+/// (greedy decoding, at most 16 new tokens).
+pub fn score_understanding(
+    janus: &janus_core::Janus,
+    n: usize,
+    seed: u64,
+) -> Result<UnderstandingScore, janus_core::JanusError> {
+    use janus_core::processor::Message;
+    use janus_core::{AnswerOptions, SamplingOptions};
+    let size = janus.config.vision.image_size;
+    let mut shapes = ShapeGenerator::new(size, seed);
+    let (user, assistant) = janus.roles();
+    let options = AnswerOptions {
+        max_new_tokens: 16,
+        sampling: SamplingOptions::greedy(),
+        stop_strings: Vec::new(),
+    };
+    let mut score = UnderstandingScore {
+        correct: 0,
+        total: 0,
+        wrong: Vec::new(),
+    };
+    let samples: Vec<ShapeSample> = (0..n).map(|_| shapes.sample()).collect();
+    for chunk in samples.chunks(16) {
+        let conversations: Vec<_> = chunk
+            .iter()
+            .map(|s| {
+                (
+                    vec![
+                        Message::new(user, format!("<image_placeholder>\n{QUESTION}")),
+                        Message::new(assistant, ""),
+                    ],
+                    vec![s.render()],
+                )
+            })
+            .collect();
+        let answers = janus.answer_batch(&conversations, &options, |_, _| {})?;
+        for (s, a) in chunk.iter().zip(answers) {
+            score.total += 1;
+            let expected = s.label().answer();
+            if a.text.trim() == expected {
+                score.correct += 1;
+            } else {
+                score.wrong.push((expected, a.text));
+            }
+        }
+    }
+    Ok(score)
+}
+
+/// How a model did on [`score_generation`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerationScore {
+    /// Images [`judge`]d to show what their caption asks for.
+    pub correct: usize,
+    /// Images drawn.
+    pub total: usize,
+    /// `(caption, judged as)` for the wrong ones (`none` when no shape was found).
+    pub wrong: Vec<(String, String)>,
+}
+
+/// Draws `parallel` images for each of the 12 captions and [`judge`]s them.
+pub fn score_generation(
+    janus: &janus_core::Janus,
+    parallel: usize,
+    options: &janus_core::GenerationOptions,
+) -> Result<(GenerationScore, Vec<janus_core::GeneratedImage>), janus_core::JanusError> {
+    let labels = Label::all();
+    let captions: Vec<String> = labels.iter().map(|l| l.caption()).collect();
+    let options = janus_core::GenerationOptions {
+        parallel_size: parallel,
+        ..options.clone()
+    };
+    let images =
+        janus.generate_images(&captions, &options, |_| std::ops::ControlFlow::Continue(()))?;
+    let mut score = GenerationScore {
+        correct: 0,
+        total: 0,
+        wrong: Vec::new(),
+    };
+    for image in &images {
+        let want = labels[image.prompt];
+        score.total += 1;
+        match judge(&image.image) {
+            Some(j) if j.label() == want => score.correct += 1,
+            Some(j) => score.wrong.push((want.caption(), j.label().caption())),
+            None => score.wrong.push((want.caption(), "none".into())),
+        }
+    }
+    Ok((score, images))
 }
 
 #[cfg(test)]

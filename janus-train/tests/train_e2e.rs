@@ -190,6 +190,9 @@ fn readme_recipe_runs() {
     c.steps = 3;
     let summary = train(&c, &Device::flex(), false, &mut |_| {}).unwrap();
     assert_eq!(summary.reports.len(), 3);
-    assert!(summary.reports.last().unwrap().val_loss.is_some(), "validation runs at the end");
+    assert!(
+        summary.reports.last().unwrap().val_loss.is_some(),
+        "validation runs at the end"
+    );
     assert!(summary.adapter.is_some());
 }

@@ -1,0 +1,498 @@
+//! `janus-shapes`: trains a tiny Janus from nothing on synthetic shapes (the model shipped in
+//! `models/shapes-janus`), and scores a model on fresh shapes.
+//!
+//! ```sh
+//! # The whole recipe: data, random init, VQ tokenizer, Janus stage III, scores, model card.
+//! cargo run --release -p janus-train --bin janus-shapes -- build --out models/shapes-janus
+//! # Scores of a model directory.
+//! cargo run --release -p janus-train --bin janus-shapes -- eval --model models/shapes-janus
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use janus_core::{GenerationOptions, Janus, JanusConfig, JanusModel, LoadOptions};
+use janus_train::config::TrainConfig;
+use janus_train::data::MixRatio;
+use janus_train::export::export_model_dir;
+use janus_train::optim::{Decay, OptimConfig};
+use janus_train::shapes::{
+    GenerationScore, ShapeGenerator, UnderstandingScore, judge, score_generation,
+    score_understanding, write_dataset,
+};
+use janus_train::stage::Stage;
+use janus_train::trainer::train;
+use janus_train::vq_train::{VqTrainConfig, codebook_usage, reconstruct, train_vq};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "Train a tiny Janus from scratch on synthetic shapes, or score one")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole recipe: data → random init → VQ tokenizer → Janus (stage III) → scores.
+    Build(BuildArgs),
+    /// Scores a model directory on fresh shapes (understanding and generation).
+    Eval(EvalArgs),
+}
+
+#[derive(ClapArgs)]
+struct BuildArgs {
+    /// Where the finished model directory goes (replaced).
+    #[arg(long, default_value = "models/shapes-janus")]
+    out: PathBuf,
+    /// Working directory: data, initial model, checkpoints, metrics.
+    #[arg(long, default_value = "runs/shapes")]
+    work: PathBuf,
+    /// Directory whose tokenizer files the new model uses.
+    #[arg(long, default_value = "tests/fixtures/tiny-janus")]
+    tokenizer_from: PathBuf,
+    /// Seed of everything (data, initial weights, restarts, dropout).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// VQ tokenizer training steps.
+    #[arg(long, default_value_t = 1500)]
+    vq_steps: usize,
+    /// VQ images per step.
+    #[arg(long, default_value_t = 16)]
+    vq_batch: usize,
+    /// VQ peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    vq_lr: f64,
+    /// Janus training steps (stage III: everything but the VQ trains).
+    #[arg(long, default_value_t = 1500)]
+    steps: usize,
+    /// Rows per Janus step (half understanding, half text-to-image).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Janus peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Training images written (the loader cycles through them).
+    #[arg(long, default_value_t = 2400)]
+    train_images: usize,
+    /// LLM hidden size.
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// LLM layers.
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    /// VQ residual blocks per level.
+    #[arg(long, default_value_t = 1)]
+    vq_res_blocks: usize,
+    /// Skip the scores at the end.
+    #[arg(long)]
+    no_eval: bool,
+}
+
+#[derive(ClapArgs)]
+struct EvalArgs {
+    /// The model directory.
+    #[arg(long, default_value = "models/shapes-janus")]
+    model: PathBuf,
+    /// Seed of the fresh images and of sampling.
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// Where to write the generated images (optional).
+    #[arg(long)]
+    images: Option<PathBuf>,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const IMAGE_SIZE: usize = 32;
+const PATCH: usize = 8;
+
+/// The model's `config.json`: every dimension explicit.
+fn config_json(args: &BuildArgs) -> serde_json::Value {
+    let d = args.hidden;
+    let vision_width = 64;
+    json!({
+        "model_type": "multi_modality",
+        "torch_dtype": "float32",
+        "vision_config": {
+            "cls": "CLIPVisionTower",
+            "model_type": "vision",
+            "params": {
+                "image_size": IMAGE_SIZE,
+                "model_name": "siglip_shapes_patch8_32",
+                "select_feature": "same",
+                "select_layer": -1,
+                "width": vision_width,
+                "layers": 2,
+                "heads": 4,
+                "patch_size": PATCH,
+                "mlp_ratio": 4.0
+            }
+        },
+        "aligner_config": {
+            "cls": "MlpProjector",
+            "model_type": "aligner",
+            "params": {"depth": 2, "input_dim": vision_width, "n_embed": d, "projector_type": "mlp_gelu"}
+        },
+        "gen_vision_config": {
+            "cls": "VQ-shapes",
+            "model_type": "gen_vision",
+            "params": {
+                "image_token_size": 64,
+                "n_embed": 8,
+                "ch": 32,
+                "ch_mult": [1, 2, 2],
+                "z_channels": 32,
+                "num_res_blocks": args.vq_res_blocks,
+                "image_size": IMAGE_SIZE
+            }
+        },
+        "gen_aligner_config": {
+            "cls": "MlpProjector",
+            "model_type": "gen_aligner",
+            "params": {"depth": 2, "input_dim": 8, "n_embed": d, "projector_type": "mlp_gelu"}
+        },
+        "gen_head_config": {
+            "cls": "vision_head",
+            "model_type": "gen_head",
+            "params": {"image_token_embed": d, "image_token_size": 64, "n_embed": d}
+        },
+        "language_config": {
+            "hidden_size": d,
+            "intermediate_size": 2 * d,
+            "num_hidden_layers": args.layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-06,
+            "max_position_embeddings": 512,
+            "model_type": "llama",
+            "vocab_size": 388,
+            "torch_dtype": "float32",
+            "hidden_act": "silu",
+            "tie_word_embeddings": false,
+            "attention_bias": false
+        }
+    })
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+        .map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+/// The base directory: config, tokenizer and processor files, no weights.
+fn write_base(dir: &Path, args: &BuildArgs) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_json(&dir.join("config.json"), &config_json(args))?;
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        let from = args.tokenizer_from.join(name);
+        std::fs::copy(&from, dir.join(name)).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
+    write_json(
+        &dir.join("preprocessor_config.json"),
+        &json!({
+            "image_processor_type": "VLMImageProcessor",
+            "image_size": IMAGE_SIZE,
+            "min_size": 14,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+            "rescale_factor": 1.0 / 255.0,
+            "do_normalize": true,
+            "processor_class": "VLChatProcessor"
+        }),
+    )?;
+    write_json(
+        &dir.join("processor_config.json"),
+        &json!({
+            "processor_class": "VLChatProcessor",
+            "image_tag": "<image_placeholder>",
+            "image_start_tag": "<begin_of_image>",
+            "image_end_tag": "<end_of_image>",
+            "pad_tag": "<｜▁pad▁｜>",
+            "num_image_tokens": (IMAGE_SIZE / PATCH).pow(2),
+            "add_special_token": false,
+            "sft_format": "deepseek",
+            "mask_prompt": true,
+            "ignore_id": -100
+        }),
+    )?;
+    Ok(())
+}
+
+fn minutes(s: f64) -> String {
+    format!("{:.1} min", s / 60.0)
+}
+
+struct Scores {
+    understanding: UnderstandingScore,
+    generation: GenerationScore,
+}
+
+fn evaluate(dir: &Path, seed: u64, images_out: Option<&Path>) -> Result<Scores> {
+    let device = Device::flex();
+    let janus = Janus::load(dir, &LoadOptions::default(), &device)?;
+    let understanding = score_understanding(&janus, 48, seed)?;
+    println!(
+        "understanding: {}/{} exactly right",
+        understanding.correct, understanding.total
+    );
+    for (want, got) in understanding.wrong.iter().take(10) {
+        println!("  expected {want:?}, answered {got:?}");
+    }
+    let options = GenerationOptions {
+        cfg_weight: 3.0,
+        seed,
+        ..Default::default()
+    };
+    let (generation, images) = score_generation(&janus, 2, &options)?;
+    println!(
+        "generation (12 captions × 2, cfg 3): {}/{} judged right",
+        generation.correct, generation.total
+    );
+    for (want, got) in &generation.wrong {
+        println!("  {want:?} drawn as {got:?}");
+    }
+    if let Some(out) = images_out {
+        std::fs::create_dir_all(out)?;
+        for (i, g) in images.iter().enumerate() {
+            let caption = janus_train::shapes::Label::all()[g.prompt]
+                .caption()
+                .replace(' ', "_");
+            janus_core::save_png(&g.image, out.join(format!("{caption}_{}.png", i % 2)))?;
+        }
+    }
+    Ok(Scores {
+        understanding,
+        generation,
+    })
+}
+
+fn build(args: BuildArgs) -> Result<()> {
+    let started = Instant::now();
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    std::fs::create_dir_all(&args.work)?;
+
+    // 1. Data.
+    let data_dir = args.work.join("data");
+    let files = write_dataset(&data_dir, args.train_images, 96, IMAGE_SIZE, args.seed)?;
+    println!(
+        "data: {} training and {} held-out images in {}",
+        files.train_images,
+        files.val_images,
+        data_dir.display()
+    );
+
+    // 2. A model with random weights.
+    let base = args.work.join("base");
+    write_base(&base, &args)?;
+    let config = JanusConfig::from_dir(&base)?;
+    ad.seed(args.seed);
+    let model = JanusModel::init(&config, &ad)?;
+
+    // 3. The VQ tokenizer (before stage I: a new model has no pretrained one).
+    let vq_started = Instant::now();
+    let vq_config = VqTrainConfig {
+        steps: args.vq_steps,
+        batch_size: args.vq_batch,
+        lr: args.vq_lr,
+        seed: args.seed,
+        warmup_steps: 50.min(args.vq_steps / 4),
+        ..Default::default()
+    };
+    let mut shapes = ShapeGenerator::new(IMAGE_SIZE, args.seed.wrapping_add(100));
+    let mut next_batch =
+        |n: usize| -> Vec<_> { (0..n).map(|_| shapes.sample().render()).collect() };
+    let JanusModel {
+        vision_model,
+        aligner,
+        gen_vision_model,
+        gen_aligner,
+        gen_head,
+        gen_embed,
+        language_model,
+    } = model;
+    let log_every = (args.vq_steps / 20).max(1);
+    let (vq, _) = train_vq(
+        gen_vision_model,
+        &vq_config,
+        &ad,
+        &mut next_batch,
+        &mut |r| {
+            if r.step % log_every == 0 || r.step == 1 {
+                println!(
+                    "vq step {:5}: loss {:.4} recon {:.4} codebook {:.4} commit {:.4} codes {:2} restarted {} ({:.0} s)",
+                    r.step,
+                    r.loss,
+                    r.recon,
+                    r.codebook,
+                    r.commit,
+                    r.batch_codes,
+                    r.restarted,
+                    vq_started.elapsed().as_secs_f64()
+                );
+            }
+        },
+    )?;
+    let vq = vq.valid();
+    let mut held_out = ShapeGenerator::new(IMAGE_SIZE, args.seed.wrapping_add(200));
+    let samples: Vec<_> = (0..240).map(|_| held_out.sample()).collect();
+    let images: Vec<_> = samples.iter().map(|s| s.render()).collect();
+    let (usage, mse) = codebook_usage(&vq, &images, &device);
+    let recon = reconstruct(&vq, &images, &device);
+    let judged = samples
+        .iter()
+        .zip(&recon)
+        .filter(|(s, r)| judge(r).map(|j| j.label()) == Some(s.label()))
+        .count();
+    let vq_time = vq_started.elapsed().as_secs_f64();
+    println!(
+        "vq: {} of {} codes used (perplexity {:.1}), reconstruction MSE {:.4}, judge on reconstructions {}/{} ({})",
+        usage.used,
+        usage.size,
+        usage.perplexity,
+        mse,
+        judged,
+        samples.len(),
+        minutes(vq_time)
+    );
+    let model = JanusModel {
+        vision_model: vision_model.valid(),
+        aligner: aligner.valid(),
+        gen_vision_model: vq,
+        gen_aligner: gen_aligner.valid(),
+        gen_head: gen_head.valid(),
+        gen_embed: gen_embed.valid(),
+        language_model: language_model.valid(),
+    };
+    let init_dir = args.work.join("init");
+    export_model_dir(&model, &base, &init_dir)?;
+    drop(model);
+
+    // 4. Janus: one stage-III run (everything trains except the VQ, which defines the codes).
+    let janus_started = Instant::now();
+    let mut train_config = TrainConfig {
+        model: init_dir.clone(),
+        output_dir: args.work.join("run"),
+        stage: Stage::Three,
+        steps: args.steps,
+        save_every: 0,
+        keep_last: 1,
+        seed: args.seed,
+        val_data: vec![files.val_und.clone()],
+        ..Default::default()
+    };
+    train_config.data.understanding = vec![files.und.clone()];
+    train_config.data.generation = vec![files.t2i.clone()];
+    train_config.data.ratio = MixRatio::new(1, 0, 1);
+    train_config.data.batch_size = args.batch;
+    train_config.data.cfg_dropout = 0.1;
+    train_config.data.seed = args.seed;
+    train_config.optim = OptimConfig {
+        lr: args.lr,
+        betas: (0.9, 0.95),
+        eps: 1e-8,
+        weight_decay: 0.0,
+        warmup_steps: 50.min(args.steps / 4),
+        decay: Decay::Cosine,
+        total_steps: Some(args.steps),
+        min_lr: args.lr / 10.0,
+        max_grad_norm: Some(1.0),
+        grad_accum_steps: 1,
+    };
+    let run_dir = args.work.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)?;
+    }
+    let log_every = (args.steps / 30).max(1);
+    let summary = train(&train_config, &device, false, &mut |r| {
+        if r.step % log_every == 0 || r.step == 1 || r.val_loss.is_some() {
+            println!(
+                "janus step {:5}: loss {:.4} (und {} gen {}) lr {:.2e}{} ({:.0} s)",
+                r.step,
+                r.loss,
+                r.loss_und.map_or("-".into(), |l| format!("{l:.4}")),
+                r.loss_gen.map_or("-".into(), |l| format!("{l:.4}")),
+                r.lr,
+                r.val_loss
+                    .map(|v| format!(" val {v:.4}"))
+                    .unwrap_or_default(),
+                janus_started.elapsed().as_secs_f64()
+            );
+        }
+    })?;
+    let janus_time = janus_started.elapsed().as_secs_f64();
+    println!("janus: {} steps in {}", args.steps, minutes(janus_time));
+
+    // 5. The model directory.
+    if args.out.exists() {
+        std::fs::remove_dir_all(&args.out)?;
+    }
+    std::fs::create_dir_all(&args.out)?;
+    for entry in std::fs::read_dir(&summary.model_dir)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), args.out.join(entry.file_name()))?;
+    }
+    let total_time = started.elapsed().as_secs_f64();
+    println!(
+        "model written to {} (total {})",
+        args.out.display(),
+        minutes(total_time)
+    );
+
+    let recipe = json!({
+        "seed": args.seed,
+        "vq": {"steps": args.vq_steps, "batch": args.vq_batch, "lr": args.vq_lr,
+               "codes_used": usage.used, "codebook_size": usage.size,
+               "perplexity": usage.perplexity, "reconstruction_mse": mse,
+               "judge_on_reconstructions": [judged, samples.len()],
+               "minutes": vq_time / 60.0},
+        "janus": {"stage": 3, "steps": args.steps, "batch": args.batch, "ratio": "1:0:1",
+                  "lr": args.lr, "cfg_dropout": 0.1, "train_images": args.train_images,
+                  "final_loss": summary.reports.last().map(|r| r.loss),
+                  "final_val_loss": summary.reports.last().and_then(|r| r.val_loss),
+                  "minutes": janus_time / 60.0},
+        "total_minutes": total_time / 60.0,
+    });
+    write_json(&args.work.join("recipe.json"), &recipe)?;
+    if !args.no_eval {
+        let scores = evaluate(&args.out, 1234, Some(&args.work.join("generated")))?;
+        let mut recipe = recipe;
+        recipe["scores"] = json!({
+            "understanding": [scores.understanding.correct, scores.understanding.total],
+            "generation": [scores.generation.correct, scores.generation.total],
+        });
+        write_json(&args.work.join("recipe.json"), &recipe)?;
+    }
+    println!(
+        "recipe and scores in {}",
+        args.work.join("recipe.json").display()
+    );
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build(args) => build(args),
+        Command::Eval(args) => evaluate(&args.model, args.seed, args.images.as_deref()).map(|_| ()),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("janus-shapes: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
