@@ -189,9 +189,14 @@ impl Janus {
             .map(<[bool]>::to_vec)
             .collect();
         let mut cache = lm.model.new_cache(b, t + budget);
-        let logits =
-            lm.forward_embeds(embeds, padded.then_some(&rows_mask[..]), Some(&mut cache))?;
-        let mut last = logits.slice([0..b, t - 1..t]).reshape([b, vocab]);
+        let hidden =
+            lm.model
+                .forward(embeds, padded.then_some(&rows_mask[..]), Some(&mut cache))?;
+        // Only the last position's logits are needed: lm_head over the whole prompt is wasted work.
+        let mut last = lm
+            .lm_head
+            .forward(hidden.slice([0..b, t - 1..t]))
+            .reshape([b, vocab]);
 
         let mut rows: Vec<Row> = (0..b)
             .map(|_| Row {
