@@ -1,14 +1,11 @@
 //! Aligners and `gen_embed` against the reference implementation's golden tensors.
 
-mod common;
-
 use burn::module::Module;
 use burn::nn::Embedding;
 use burn::tensor::{DType, Device, FloatDType};
 use janus_adapters::{GenEmbedConfig, GenHead, GenHeadConfig, MlpProjector, MlpProjectorConfig};
+use janus_testutil::{Goldens, fixture_dirs, load, read_config, relative_error, safetensors_files};
 use serde_json::Value;
-
-use common::{Goldens, fixture_dirs, load, read_config, relative_error, safetensors_files};
 
 /// The four adapter modules under their checkpoint prefixes, as the full model holds them.
 #[derive(Module, Debug)]

@@ -13,9 +13,9 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::torch_pickle::{
     Bf16Tensor, call_pickle, legacy_call_file, write_state_dict, write_torch_zip,
 };
-use common::{read_goldens, rel_err};
 use janus_core::checkpoint::remap::is_ignored;
 use janus_core::{CheckpointLayout, JanusError, JanusModel, LoadOptions, LoadReport};
+use janus_testutil::{read_goldens, rel_err};
 use safetensors::{Dtype, SafeTensors};
 use tempfile::TempDir;
 

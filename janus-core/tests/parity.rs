@@ -5,9 +5,10 @@
 mod common;
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use common::{model_dirs, read_goldens, rel_err, weight_dirs};
+use common::weight_dirs;
 use janus_core::processor::{Message, Processor};
 use janus_core::{JanusModel, LoadOptions};
+use janus_testutil::{model_dirs, read_goldens, rel_err};
 
 /// Golden files that have a parity test (in this file unless noted).
 const CHECKED: &[&str] = &[

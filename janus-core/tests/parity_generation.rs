@@ -6,9 +6,10 @@
 mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use common::{Golden, model_dirs, read_goldens, rel_err, weight_dirs};
+use common::weight_dirs;
 use janus_core::processor::Message;
 use janus_core::{Janus, JanusModel, LoadOptions, to_rgb_images};
+use janus_testutil::{Golden, model_dirs, read_goldens, rel_err};
 
 const TOL: f64 = 1e-4;
 

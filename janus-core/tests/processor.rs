@@ -4,50 +4,15 @@
 //! the project's `tests/fixtures` when it is unset. Each one's `goldens/cases.json` gives the
 //! templated strings and ids; `goldens/understanding_*.safetensors` the processor tensors.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use janus_core::processor::{
     BatchedInputs, Message, PreparedInput, Processor, ProcessorError, RgbImage, SYSTEM_PROMPT,
     apply_sft_template, load_image, resize::resize_bicubic,
 };
-use safetensors::{Dtype, SafeTensors};
+use janus_testutil::{Golden, model_dirs, read_goldens};
 use serde_json::Value;
-
-const DEFAULT_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
-
-/// Every model directory under the fixture root (depth ≤ 3).
-fn model_dirs() -> Vec<PathBuf> {
-    let root = std::env::var_os("JANUS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_FIXTURES));
-    let mut found = Vec::new();
-    walk(&root, 0, &mut found);
-    found.sort();
-    assert!(
-        !found.is_empty(),
-        "no model directory under {}",
-        root.display()
-    );
-    found
-}
-
-fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
-    if dir.join("config.json").is_file() {
-        found.push(dir.to_path_buf());
-        return;
-    }
-    if depth >= 3 {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.path().is_dir() {
-            walk(&entry.path(), depth + 1, found);
-        }
-    }
-}
 
 fn cases(dir: &Path) -> Option<Value> {
     let path = dir.join("goldens/cases.json");
@@ -68,24 +33,11 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 /// A golden tensor as (shape, values widened to f64).
-fn golden(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f64>) {
-    let view = st
-        .tensor(name)
-        .unwrap_or_else(|_| panic!("golden has {name}"));
-    let data = view.data();
-    let values = match view.dtype() {
-        Dtype::I64 => data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::U8 | Dtype::BOOL => data.iter().map(|&b| f64::from(b)).collect(),
-        other => panic!("{name}: unexpected dtype {other:?}"),
-    };
-    (view.shape().to_vec(), values)
+fn golden(goldens: &BTreeMap<String, Golden>, name: &str) -> (Vec<usize>, Vec<f64>) {
+    let g = goldens
+        .get(name)
+        .unwrap_or_else(|| panic!("golden has {name}"));
+    (g.shape.clone(), g.to_f64())
 }
 
 fn as_f64<T: Copy + Into<f64>>(v: &[T]) -> Vec<f64> {
@@ -99,8 +51,7 @@ fn bools(v: &[bool]) -> Vec<f64> {
 /// Compares a processed batch with a golden file: ids and masks exactly, pixels within one
 /// 8-bit step and identical on at least 99% of values. Returns (max diff in steps, share equal).
 fn check_batch(batch: &BatchedInputs, processor: &Processor, file: &Path) -> (f64, f64) {
-    let bytes = std::fs::read(file).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let goldens = read_goldens(file);
     let (b, t, n, s, k) = (
         batch.batch_size,
         batch.seq_len,
@@ -119,12 +70,12 @@ fn check_batch(batch: &BatchedInputs, processor: &Processor, file: &Path) -> (f6
         ),
     ];
     for (name, shape, ours) in exact {
-        let (g_shape, g) = golden(&st, name);
+        let (g_shape, g) = golden(&goldens, name);
         assert_eq!(g_shape, shape, "{}: {name} shape", file.display());
         assert_eq!(g, ours, "{}: {name}", file.display());
     }
 
-    let (g_shape, g) = golden(&st, "pixel_values");
+    let (g_shape, g) = golden(&goldens, "pixel_values");
     assert_eq!(
         g_shape,
         vec![b, n, 3, s, s],

@@ -1,12 +1,10 @@
 //! The understanding pipeline end to end on every fixture: greedy answers equal the reference,
 //! streaming, sampling, batching, chat, stop strings and the errors a user can cause.
 
-mod common;
-
 use burn::tensor::Device;
-use common::{model_dirs, read_goldens};
 use janus_core::processor::{Message, RgbImage};
 use janus_core::{AnswerOptions, Janus, JanusError, LoadOptions, SamplingOptions, StopReason};
+use janus_testutil::{model_dirs, read_goldens};
 
 struct Case {
     messages: Vec<Message>,

@@ -1,11 +1,8 @@
 //! SigLIP tower against the reference implementation's golden `features`.
 
-mod common;
-
 use burn::tensor::{DType, Device, FloatDType};
 use janus_siglip::{SiglipConfig, SiglipVisionTower};
-
-use common::{Goldens, fixture_dirs, load, read_config, relative_error, safetensors_files};
+use janus_testutil::{Goldens, fixture_dirs, load, read_config, relative_error, safetensors_files};
 
 /// `vision_config.params` → config: the `model_name` preset, overridden by explicit tiny dims.
 fn siglip_config(config: &serde_json::Value) -> SiglipConfig {

@@ -279,12 +279,18 @@ fn restart_rows(vq: VqModel, rows: &[usize], values: Tensor<2>) -> VqModel {
     let mut vq = vq;
     let weight = vq.quantize.embedding.weight;
     vq.quantize.embedding.weight = weight.map(|w| {
-        let mut w = w.detach();
+        // Edit the values off the graph, then make them a fresh leaf again.
+        let was_autodiff = w.is_autodiff();
+        let mut w = w.inner();
         for (i, &row) in rows.iter().enumerate() {
-            let v = values.clone().slice([i..i + 1]);
+            let v = values.clone().inner().slice([i..i + 1]);
             w = w.slice_assign([row..row + 1], v);
         }
-        w.require_grad()
+        if was_autodiff {
+            w.autodiff().require_grad()
+        } else {
+            w
+        }
     });
     vq
 }

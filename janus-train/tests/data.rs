@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use janus_core::burn::tensor::Device;
 use janus_core::processor::{Message, RgbImage, load_image};
 use janus_core::{Janus, LoadOptions};
+use janus_testutil::{Dtype, read_goldens};
 use janus_train::data::{
     CodeCache, CodeEncoder, ConversationRecord, DataConfig, DataError, DataState, JsonlDataset,
     JsonlReader, Kind, KindScheduler, LabelTurns, MixRatio, MixedLoader, OnError, Overlong, Roles,
@@ -59,20 +60,11 @@ fn cases() -> serde_json::Value {
 
 /// Integer tensors of `train.safetensors`, flattened.
 fn train_golden() -> BTreeMap<String, Vec<i64>> {
-    let bytes = std::fs::read(goldens().join("train.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() == safetensors::Dtype::I64 {
-            let v = view
-                .data()
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            out.insert(name, v);
-        }
-    }
-    out
+    read_goldens(&goldens().join("train.safetensors"))
+        .into_iter()
+        .filter(|(_, g)| g.dtype == Dtype::I64)
+        .map(|(name, g)| (name, g.ints))
+        .collect()
 }
 
 /// The VQ encoder of the tiny model, counting how many images it encodes.

@@ -3,16 +3,14 @@
 //! has `goldens/train.safetensors`; plus the processor + labelling rule reproducing the golden
 //! understanding batch.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Param;
 use burn::tensor::{DType, Device, Gradients, Tensor};
-use common::{Golden, model_dirs, read_goldens, rel_err};
 use janus_core::processor::{BatchedInputs, Message, Processor};
 use janus_core::{JanusModel, LoadOptions};
+use janus_testutil::{Golden, model_dirs, read_goldens, rel_err};
 use janus_train::loss::{generation_loss, understanding_labels, understanding_loss};
 use janus_train::{GenerationBatch, UnderstandingBatch};
 

@@ -4,7 +4,8 @@ mod common;
 
 use burn::tensor::{DType, Device};
 
-use common::{Goldens, codes_vec, fixture_dirs, load_vq, relative_error};
+use common::{codes_vec, load_vq};
+use janus_testutil::{Goldens, fixture_dirs, relative_error};
 
 const GOLDEN: &str = "vq.safetensors";
 const F32_TOL: f64 = 1e-4;
