@@ -13,12 +13,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{DType, Device};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use janus_core::{GenerationOptions, Janus, JanusConfig, JanusModel, LoadOptions};
 use janus_train::config::TrainConfig;
 use janus_train::data::MixRatio;
-use janus_train::export::export_model_dir;
+use janus_train::export::{ExportOptions, export_model_dir, export_model_dir_with};
 use janus_train::optim::{Decay, OptimConfig};
 use janus_train::shapes::{
     GenerationScore, ShapeGenerator, UnderstandingScore, judge, score_generation,
@@ -91,6 +91,13 @@ struct BuildArgs {
     /// Skip the scores at the end.
     #[arg(long)]
     no_eval: bool,
+    /// Reuse `<work>/init` (random weights + trained VQ) of an earlier build instead of
+    /// training the VQ again.
+    #[arg(long)]
+    reuse_init: bool,
+    /// dtype of the shipped weights (f16 halves the size; loading casts to f32).
+    #[arg(long, default_value = "f16", value_parser = ["f16", "bf16", "f32"])]
+    dtype: String,
 }
 
 #[derive(ClapArgs)]
@@ -276,26 +283,18 @@ fn evaluate(dir: &Path, seed: u64, images_out: Option<&Path>) -> Result<Scores> 
     })
 }
 
-fn build(args: BuildArgs) -> Result<()> {
-    let started = Instant::now();
-    let device = Device::flex();
+/// Steps 2 and 3 of the recipe: random weights, then the VQ tokenizer trained; written to
+/// `init_dir`. Returns the VQ's numbers.
+fn init_model(
+    args: &BuildArgs,
+    base: &Path,
+    init_dir: &Path,
+    device: &Device,
+) -> Result<serde_json::Value> {
     let ad = device.clone().autodiff();
-    std::fs::create_dir_all(&args.work)?;
-
-    // 1. Data.
-    let data_dir = args.work.join("data");
-    let files = write_dataset(&data_dir, args.train_images, 96, IMAGE_SIZE, args.seed)?;
-    println!(
-        "data: {} training and {} held-out images in {}",
-        files.train_images,
-        files.val_images,
-        data_dir.display()
-    );
-
     // 2. A model with random weights.
-    let base = args.work.join("base");
-    write_base(&base, &args)?;
-    let config = JanusConfig::from_dir(&base)?;
+    write_base(base, args)?;
+    let config = JanusConfig::from_dir(base)?;
     ad.seed(args.seed);
     let model = JanusModel::init(&config, &ad)?;
 
@@ -347,8 +346,8 @@ fn build(args: BuildArgs) -> Result<()> {
     let mut held_out = ShapeGenerator::new(IMAGE_SIZE, args.seed.wrapping_add(200));
     let samples: Vec<_> = (0..240).map(|_| held_out.sample()).collect();
     let images: Vec<_> = samples.iter().map(|s| s.render()).collect();
-    let (usage, mse) = codebook_usage(&vq, &images, &device);
-    let recon = reconstruct(&vq, &images, &device);
+    let (usage, mse) = codebook_usage(&vq, &images, device);
+    let recon = reconstruct(&vq, &images, device);
     let judged = samples
         .iter()
         .zip(&recon)
@@ -374,9 +373,38 @@ fn build(args: BuildArgs) -> Result<()> {
         gen_embed: gen_embed.valid(),
         language_model: language_model.valid(),
     };
+    export_model_dir(&model, base, init_dir)?;
+
+    Ok(json!({"steps": args.vq_steps, "batch": args.vq_batch, "lr": args.vq_lr,
+              "codes_used": usage.used, "codebook_size": usage.size,
+              "perplexity": usage.perplexity, "reconstruction_mse": mse,
+              "judge_on_reconstructions": [judged, samples.len()],
+              "minutes": vq_time / 60.0}))
+}
+
+fn build(args: BuildArgs) -> Result<()> {
+    let started = Instant::now();
+    let device = Device::flex();
+    std::fs::create_dir_all(&args.work)?;
+
+    // 1. Data.
+    let data_dir = args.work.join("data");
+    let files = write_dataset(&data_dir, args.train_images, 96, IMAGE_SIZE, args.seed)?;
+    println!(
+        "data: {} training and {} held-out images in {}",
+        files.train_images,
+        files.val_images,
+        data_dir.display()
+    );
+
     let init_dir = args.work.join("init");
-    export_model_dir(&model, &base, &init_dir)?;
-    drop(model);
+    let base = args.work.join("base");
+    let vq_report = if args.reuse_init {
+        println!("reusing {}", init_dir.display());
+        json!(null)
+    } else {
+        init_model(&args, &base, &init_dir, &device)?
+    };
 
     // 4. Janus: one stage-III run (everything trains except the VQ, which defines the codes).
     let janus_started = Instant::now();
@@ -433,51 +461,146 @@ fn build(args: BuildArgs) -> Result<()> {
     let janus_time = janus_started.elapsed().as_secs_f64();
     println!("janus: {} steps in {}", args.steps, minutes(janus_time));
 
-    // 5. The model directory.
-    if args.out.exists() {
-        std::fs::remove_dir_all(&args.out)?;
-    }
-    std::fs::create_dir_all(&args.out)?;
-    for entry in std::fs::read_dir(&summary.model_dir)? {
-        let entry = entry?;
-        std::fs::copy(entry.path(), args.out.join(entry.file_name()))?;
-    }
-    let total_time = started.elapsed().as_secs_f64();
+    // 5. The model directory: the final weights in the chosen dtype, the recipe, scores and
+    // a model card.
+    let dtype = match args.dtype.as_str() {
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        _ => DType::F32,
+    };
+    let (final_model, _, _) =
+        JanusModel::load(&summary.model_dir, &LoadOptions::default(), &device)?;
+    export_model_dir_with(
+        &final_model,
+        &summary.model_dir,
+        &args.out,
+        &ExportOptions {
+            dtype,
+            copy_unused: false,
+        },
+    )?;
+    drop(final_model);
+    let train_time = started.elapsed().as_secs_f64();
     println!(
-        "model written to {} (total {})",
+        "model written to {} (training total {})",
         args.out.display(),
-        minutes(total_time)
+        minutes(train_time)
     );
 
-    let recipe = json!({
+    let mut recipe = json!({
+        "command": format!(
+            "cargo run --release -p janus-train --bin janus-shapes -- build{}",
+            if args.out == Path::new("models/shapes-janus") { String::new() } else { format!(" --out {}", args.out.display()) }
+        ),
         "seed": args.seed,
-        "vq": {"steps": args.vq_steps, "batch": args.vq_batch, "lr": args.vq_lr,
-               "codes_used": usage.used, "codebook_size": usage.size,
-               "perplexity": usage.perplexity, "reconstruction_mse": mse,
-               "judge_on_reconstructions": [judged, samples.len()],
-               "minutes": vq_time / 60.0},
+        "dtype": args.dtype,
+        "vq": vq_report,
         "janus": {"stage": 3, "steps": args.steps, "batch": args.batch, "ratio": "1:0:1",
                   "lr": args.lr, "cfg_dropout": 0.1, "train_images": args.train_images,
                   "final_loss": summary.reports.last().map(|r| r.loss),
                   "final_val_loss": summary.reports.last().and_then(|r| r.val_loss),
                   "minutes": janus_time / 60.0},
-        "total_minutes": total_time / 60.0,
+        "training_minutes": train_time / 60.0,
     });
-    write_json(&args.work.join("recipe.json"), &recipe)?;
     if !args.no_eval {
+        let eval_started = Instant::now();
         let scores = evaluate(&args.out, 1234, Some(&args.work.join("generated")))?;
-        let mut recipe = recipe;
         recipe["scores"] = json!({
             "understanding": [scores.understanding.correct, scores.understanding.total],
             "generation": [scores.generation.correct, scores.generation.total],
+            "minutes": eval_started.elapsed().as_secs_f64() / 60.0,
         });
-        write_json(&args.work.join("recipe.json"), &recipe)?;
     }
+    recipe["total_minutes"] = json!(started.elapsed().as_secs_f64() / 60.0);
+    write_json(&args.work.join("recipe.json"), &recipe)?;
+    write_json(&args.out.join("recipe.json"), &recipe)?;
+    std::fs::write(args.out.join("README.md"), model_card(&recipe))?;
     println!(
-        "recipe and scores in {}",
-        args.work.join("recipe.json").display()
+        "recipe and scores in {} (total {})",
+        args.out.join("recipe.json").display(),
+        minutes(started.elapsed().as_secs_f64())
     );
     Ok(())
+}
+
+/// The model directory's README.
+fn model_card(recipe: &serde_json::Value) -> String {
+    let pair = |v: &serde_json::Value| match v.as_array() {
+        Some(a) if a.len() == 2 => format!("{}/{}", a[0], a[1]),
+        _ => "not measured".into(),
+    };
+    let num = |v: &serde_json::Value, digits: usize| {
+        v.as_f64()
+            .map_or("?".into(), |x| format!("{x:.digits$}"))
+    };
+    let vq = &recipe["vq"];
+    let janus = &recipe["janus"];
+    let scores = &recipe["scores"];
+    format!(
+        r#"# shapes-janus
+
+A tiny Janus trained from scratch by janus-train on synthetic 32×32 images of one shape
+(circle, square, triangle) in one colour (red, green, blue, yellow) on a light background. It
+answers "What is in the image?" with "a <colour> <shape>." and draws a shape for a prompt such
+as "a red circle". It is a demonstration that the whole system works, not a useful model.
+
+| component | shape |
+|---|---|
+| SigLIP | 32×32 image, patch 8 → 16 image tokens, width 64, 2 layers, 4 heads |
+| LLM | LLaMA, hidden 128, 4 layers, 4 heads, SwiGLU 256, vocabulary 388 (the byte-level BPE of `tests/fixtures/tiny-janus`) |
+| VQ | ch 32, ch_mult [1, 2, 2], 1 residual block per level, 64 × 8 l2-normalised codebook → 8×8 codes per image |
+| heads | aligner 64→128, gen_aligner 8→128, gen_head 128→128→64 |
+
+Weights: `model.safetensors` in {dtype} under the released checkpoints' key names.
+
+## Recipe
+
+```sh
+{command}
+```
+
+1. Data: {train_images} training and 96 held-out images with their captions (`janus_train::shapes`).
+2. Random initialisation of every component.
+3. VQ tokenizer ({vq_steps} steps, batch {vq_batch}, AdamW {vq_lr}, reconstruction MSE +
+   codebook + 0.25 × commitment loss, dead-code restarts): {codes} of 64 codes used on held-out
+   images (perplexity {perplexity}), reconstruction MSE {mse}, the judge recognises
+   {judged} reconstructions.
+4. Janus, one stage-III run ({steps} steps, batch 8 understanding + 8 text-to-image, AdamW
+   {lr} with warm-up and cosine decay, 10% prompt dropout): everything trains except the VQ.
+   Stages I and II exist to protect a pretrained LLM and SigLIP; a model trained from scratch
+   has nothing to protect, so their freeze sets would only slow it down. The VQ stays frozen
+   because its codes are the generation targets. Final loss {final_loss}, held-out
+   understanding loss {val_loss}.
+
+Wall time on a 2-core CPU: VQ {vq_min} min, Janus {janus_min} min, {total} min in all
+(including data, export and evaluation).
+
+## Scores (seeded, fresh images)
+
+- Understanding: {und} answers exactly right (greedy).
+- Generation: {gen} images (12 captions × 2, CFG 3, temperature 1) judged right by colour and
+  fill ratio of the non-background pixels.
+"#,
+        dtype = recipe["dtype"].as_str().unwrap_or("f32"),
+        command = recipe["command"].as_str().unwrap_or(""),
+        train_images = janus["train_images"],
+        vq_steps = vq["steps"],
+        vq_batch = vq["batch"],
+        vq_lr = vq["lr"],
+        codes = vq["codes_used"],
+        perplexity = num(&vq["perplexity"], 1),
+        mse = num(&vq["reconstruction_mse"], 4),
+        judged = pair(&vq["judge_on_reconstructions"]),
+        steps = janus["steps"],
+        lr = janus["lr"],
+        final_loss = num(&janus["final_loss"], 3),
+        val_loss = num(&janus["final_val_loss"], 3),
+        vq_min = num(&vq["minutes"], 1),
+        janus_min = num(&janus["minutes"], 1),
+        total = num(&recipe["total_minutes"], 1),
+        und = pair(&scores["understanding"]),
+        gen = pair(&scores["generation"]),
+    )
 }
 
 fn run(cli: Cli) -> Result<()> {
