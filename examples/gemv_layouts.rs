@@ -17,8 +17,9 @@ const M: usize = 5632;
 fn main() {
     let device = Device::flex();
     // burn's Linear layout [in, out], and the checkpoint's [out, in], both contiguous.
-    let w_in_out: Vec<Tensor<2>> =
-        (0..N).map(|_| Tensor::random([K, M], Distribution::Default, &device)).collect();
+    let w_in_out: Vec<Tensor<2>> = (0..N)
+        .map(|_| Tensor::random([K, M], Distribution::Default, &device))
+        .collect();
     let w_out_in: Vec<Tensor<2>> = w_in_out
         .iter()
         .map(|w| Tensor::from_data(w.clone().transpose().into_data(), &device))
@@ -27,19 +28,40 @@ fn main() {
     for rows in [1usize, 2] {
         let x = Tensor::<2>::random([rows, K], Distribution::Default, &device);
         let variants: [(&str, &dyn Fn(usize) -> Tensor<2>); 5] = [
-            ("x·W, W [in,out]", &|i| x.clone().matmul(w_in_out[i].clone())),
-            ("x·Wᵀ view, W [out,in]", &|i| x.clone().matmul(w_out_in[i].clone().transpose())),
-            ("(W·xᵀ)ᵀ, W [out,in]", &|i| w_out_in[i].clone().matmul(x.clone().transpose()).transpose()),
+            ("x·W, W [in,out]", &|i| {
+                x.clone().matmul(w_in_out[i].clone())
+            }),
+            ("x·Wᵀ view, W [out,in]", &|i| {
+                x.clone().matmul(w_out_in[i].clone().transpose())
+            }),
+            ("(W·xᵀ)ᵀ, W [out,in]", &|i| {
+                w_out_in[i]
+                    .clone()
+                    .matmul(x.clone().transpose())
+                    .transpose()
+            }),
             ("row by row (W·xᵣᵀ)ᵀ", &|i| {
                 let parts = (0..rows)
-                    .map(|r| w_out_in[i].clone().matmul(x.clone().slice([r..r + 1, 0..K]).transpose()))
+                    .map(|r| {
+                        w_out_in[i]
+                            .clone()
+                            .matmul(x.clone().slice([r..r + 1, 0..K]).transpose())
+                    })
                     .collect();
                 Tensor::cat(parts, 1).transpose()
             }),
             ("x·W, K split on 2 threads", &|i| {
                 let (a, b) = rayon::join(
-                    || x.clone().slice([0..rows, 0..K / 2]).matmul(w_in_out[i].clone().slice([0..K / 2, 0..M])),
-                    || x.clone().slice([0..rows, K / 2..K]).matmul(w_in_out[i].clone().slice([K / 2..K, 0..M])),
+                    || {
+                        x.clone()
+                            .slice([0..rows, 0..K / 2])
+                            .matmul(w_in_out[i].clone().slice([0..K / 2, 0..M]))
+                    },
+                    || {
+                        x.clone()
+                            .slice([0..rows, K / 2..K])
+                            .matmul(w_in_out[i].clone().slice([K / 2..K, 0..M]))
+                    },
                 );
                 a.add(b)
             }),

@@ -1,6 +1,6 @@
+use crate::linear::{LlamaLinear, LlamaLinearConfig};
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
@@ -23,13 +23,13 @@ pub struct LlamaAttentionConfig {
 #[derive(Module, Debug)]
 pub struct LlamaAttention {
     /// `D → H·head_dim`.
-    pub q_proj: Linear,
+    pub q_proj: LlamaLinear,
     /// `D → H_kv·head_dim`.
-    pub k_proj: Linear,
+    pub k_proj: LlamaLinear,
     /// `D → H_kv·head_dim`.
-    pub v_proj: Linear,
+    pub v_proj: LlamaLinear,
     /// `H·head_dim → D`.
-    pub o_proj: Linear,
+    pub o_proj: LlamaLinear,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads.
@@ -42,7 +42,7 @@ impl LlamaAttentionConfig {
     /// Builds the layer with random weights (to be overwritten by a checkpoint).
     pub fn init(&self, device: &Device) -> LlamaAttention {
         let head_dim = self.hidden_size / self.num_heads;
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let linear = |i, o| LlamaLinearConfig::new(i, o).init(device);
         LlamaAttention {
             q_proj: linear(self.hidden_size, self.num_heads * head_dim),
             k_proj: linear(self.hidden_size, self.num_kv_heads * head_dim),
@@ -73,7 +73,7 @@ impl LlamaAttention {
         cache: Option<(&mut LayerKv, usize, usize)>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
-        let heads = |proj: &Linear, n: usize| {
+        let heads = |proj: &LlamaLinear, n: usize| {
             proj.forward(x.clone())
                 .reshape([b, t, n, self.head_dim])
                 .swap_dims(1, 2)

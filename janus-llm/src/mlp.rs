@@ -1,6 +1,6 @@
+use crate::linear::{LlamaLinear, LlamaLinearConfig};
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
@@ -17,17 +17,17 @@ pub struct LlamaMlpConfig {
 #[derive(Module, Debug)]
 pub struct LlamaMlp {
     /// `D → I`, through SiLU.
-    pub gate_proj: Linear,
+    pub gate_proj: LlamaLinear,
     /// `D → I`.
-    pub up_proj: Linear,
+    pub up_proj: LlamaLinear,
     /// `I → D`.
-    pub down_proj: Linear,
+    pub down_proj: LlamaLinear,
 }
 
 impl LlamaMlpConfig {
     /// Builds the layer with random weights.
     pub fn init(&self, device: &Device) -> LlamaMlp {
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let linear = |i, o| LlamaLinearConfig::new(i, o).init(device);
         LlamaMlp {
             gate_proj: linear(self.hidden_size, self.intermediate_size),
             up_proj: linear(self.hidden_size, self.intermediate_size),

@@ -1,5 +1,7 @@
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig};
+
+use crate::linear::{LlamaLinear, LlamaLinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::cache::{KvCache, attention_mask};
@@ -31,7 +33,7 @@ pub struct LlamaForCausalLM {
     /// The decoder stack.
     pub model: LlamaModel,
     /// `D → V`, no bias.
-    pub lm_head: Linear,
+    pub lm_head: LlamaLinear,
 }
 
 impl LlamaConfig {
@@ -57,9 +59,7 @@ impl LlamaConfig {
     pub fn init(&self, device: &Device) -> Result<LlamaForCausalLM, LlmError> {
         Ok(LlamaForCausalLM {
             model: self.init_model(device)?,
-            lm_head: LinearConfig::new(self.hidden_size, self.vocab_size)
-                .with_bias(false)
-                .init(device),
+            lm_head: LlamaLinearConfig::new(self.hidden_size, self.vocab_size).init(device),
         })
     }
 }

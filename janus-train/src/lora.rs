@@ -67,7 +67,6 @@ use std::str::FromStr;
 use burn::module::{
     Lora, LoraAdapter, Module, ModuleVisitor, Param, ParamGroup, ParamId, Reparameterizer,
 };
-use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData};
 use janus_core::JanusModel;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -492,16 +491,16 @@ pub fn save_adapter(
     config.validate()?;
     let scan = Scan::of(model);
     let linears = adaptable_linears(model);
-    let adapted: Vec<(&String, &LoraAdapter)> = linears
+    let adapted: Vec<(&String, &LoraAdapter, Layout)> = linears
         .iter()
-        .filter_map(|(p, l)| l.weight.adapter().map(|a| (p, a)))
+        .filter_map(|(p, w, layout)| w.adapter().map(|a| (p, a, *layout)))
         .collect();
     if adapted.is_empty() {
         return Err(LoraError::NoAdapters);
     }
     // Adapters the typed walk cannot see (e.g. on lm_head via burn's default group) would be
     // silently dropped from the file.
-    let known: BTreeSet<&String> = linears.iter().map(|(p, _)| p).collect();
+    let known: BTreeSet<&String> = linears.iter().map(|(p, _, _)| p).collect();
     if let Some(other) = scan.adapters.keys().find(|p| !known.contains(p)) {
         return Err(LoraError::ConfigMismatch(format!(
             "{other} carries an adapter but is not an adaptable linear"
@@ -509,10 +508,10 @@ pub fn save_adapter(
     }
     let expected: BTreeSet<String> = linears
         .iter()
-        .map(|(p, _)| p.clone())
+        .map(|(p, _, _)| p.clone())
         .filter(|p| config.is_target(&format!("{p}.weight")))
         .collect();
-    let found: BTreeSet<String> = adapted.iter().map(|(p, _)| (*p).clone()).collect();
+    let found: BTreeSet<String> = adapted.iter().map(|(p, _, _)| (*p).clone()).collect();
     if let Some(p) = expected.symmetric_difference(&found).next() {
         let why = if found.contains(p) {
             "is adapted but not targeted"
@@ -523,7 +522,7 @@ pub fn save_adapter(
     }
 
     let mut tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
-    for (module, adapter) in adapted {
+    for (module, adapter, layout) in adapted {
         let rank = adapter.a.lazy_shape()[1];
         if rank != config.rank {
             return Err(LoraError::ConfigMismatch(format!(
@@ -539,7 +538,11 @@ pub fn save_adapter(
                 config.scale()
             )));
         }
-        for (suffix, factor) in [("lora_A", &adapter.a), ("lora_B", &adapter.b)] {
+        let (lora_a, lora_b) = match layout {
+            Layout::InOut => (&adapter.a, &adapter.b),
+            Layout::OutIn => (&adapter.b, &adapter.a),
+        };
+        for (suffix, factor) in [("lora_A", lora_a), ("lora_B", lora_b)] {
             let name = format!("{module}.{suffix}.weight");
             let data = factor
                 .val()
@@ -553,6 +556,10 @@ pub fn save_adapter(
                 name: name.clone(),
                 dtype: format!("{:?}", data.dtype()),
             })?;
+            if layout == Layout::OutIn {
+                tensors.push((name, vec![rows, cols], dtype, data.as_bytes().to_vec()));
+                continue;
+            }
             // burn keeps [d_in, r] / [r, d_out]; PEFT's Linear weights are the transposes.
             let bytes = transpose_bytes(data.as_bytes(), rows, cols, dtype.bitsize() / 8);
             tensors.push((name, vec![cols, rows], dtype, bytes));
@@ -616,6 +623,10 @@ pub fn load_adapter(model: JanusModel, path: impl AsRef<Path>) -> Result<JanusMo
 
     let scan = Scan::of(&model);
     scan.ensure_unadapted()?;
+    let layouts: HashMap<String, Layout> = adaptable_linears(&model)
+        .into_iter()
+        .map(|(p, _, l)| (p, l))
+        .collect();
     let targets: BTreeMap<&str, [usize; 2]> = scan
         .weights
         .iter()
@@ -633,7 +644,8 @@ pub fn load_adapter(model: JanusModel, path: impl AsRef<Path>) -> Result<JanusMo
             return Err(LoraError::UnknownPath(name.clone()));
         }
     }
-    for (module, [d_in, d_out]) in &targets {
+    for (module, &[d0, d1]) in &targets {
+        let layout = layouts.get(*module).copied().unwrap_or(Layout::InOut);
         let read_factor = |suffix: &str, expected: [usize; 2]| {
             let name = format!("{module}.{suffix}.weight");
             if !names.contains(&name) {
@@ -651,13 +663,29 @@ pub fn load_adapter(model: JanusModel, path: impl AsRef<Path>) -> Result<JanusMo
                 name: name.clone(),
                 dtype: format!("{:?}", view.dtype()),
             })?;
-            // Back to burn's orientation: PEFT [r, d_in] → a [d_in, r], [d_out, r] → b [r, d_out].
             let [rows, cols] = expected;
+            if layout == Layout::OutIn {
+                return Ok(TensorData::from_bytes_vec(
+                    view.data().to_vec(),
+                    expected,
+                    dtype,
+                ));
+            }
+            // Back to burn's orientation: PEFT [r, d_in] → a [d_in, r], [d_out, r] → b [r, d_out].
             let bytes = transpose_bytes(view.data(), rows, cols, view.dtype().bitsize() / 8);
             Ok(TensorData::from_bytes_vec(bytes, [cols, rows], dtype))
         };
-        let a = read_factor("lora_A", [config.rank, *d_in])?;
-        let b = read_factor("lora_B", [*d_out, config.rank])?;
+        // W [d0, d1]: burn's factors are a [d0, r], b [r, d1] whatever the layout.
+        let (a, b) = match layout {
+            Layout::InOut => (
+                read_factor("lora_A", [config.rank, d0])?,
+                read_factor("lora_B", [d1, config.rank])?,
+            ),
+            Layout::OutIn => (
+                read_factor("lora_B", [d0, config.rank])?,
+                read_factor("lora_A", [config.rank, d1])?,
+            ),
+        };
         factors.insert(format!("{module}.weight"), (a, b));
     }
 
@@ -724,29 +752,84 @@ impl Reparameterizer for LoadedAdapters {
     }
 }
 
-/// Every linear LoRA may adapt, with its module path, in checkpoint order.
-fn adaptable_linears(model: &JanusModel) -> Vec<(String, &Linear)> {
+/// How an adapted weight is stored, which decides how its factors map to PEFT's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// burn's `Linear`: `W [d_in, d_out]`, factors `a [d_in, r]`, `b [r, d_out]`; PEFT's
+    /// `lora_A`/`lora_B` are their transposes.
+    InOut,
+    /// janus-llm's `LlamaLinear` keeps PyTorch's `W [d_out, d_in]`: factors `a [d_out, r]`,
+    /// `b [r, d_in]` are PEFT's `lora_B` and `lora_A` as they are.
+    OutIn,
+}
+
+/// Every linear LoRA may adapt: module path, weight and layout, in checkpoint order.
+fn adaptable_linears(model: &JanusModel) -> Vec<(String, &Param<Tensor<2>>, Layout)> {
     let mut out = Vec::new();
     for (i, layer) in model.language_model.model.layers.iter().enumerate() {
         let (attn, mlp) = (&layer.self_attn, &layer.mlp);
         let prefix = format!("language_model.model.layers.{i}");
         out.extend([
-            (format!("{prefix}.self_attn.q_proj"), &attn.q_proj),
-            (format!("{prefix}.self_attn.k_proj"), &attn.k_proj),
-            (format!("{prefix}.self_attn.v_proj"), &attn.v_proj),
-            (format!("{prefix}.self_attn.o_proj"), &attn.o_proj),
-            (format!("{prefix}.mlp.gate_proj"), &mlp.gate_proj),
-            (format!("{prefix}.mlp.up_proj"), &mlp.up_proj),
-            (format!("{prefix}.mlp.down_proj"), &mlp.down_proj),
+            (
+                format!("{prefix}.self_attn.q_proj"),
+                &attn.q_proj.weight,
+                Layout::OutIn,
+            ),
+            (
+                format!("{prefix}.self_attn.k_proj"),
+                &attn.k_proj.weight,
+                Layout::OutIn,
+            ),
+            (
+                format!("{prefix}.self_attn.v_proj"),
+                &attn.v_proj.weight,
+                Layout::OutIn,
+            ),
+            (
+                format!("{prefix}.self_attn.o_proj"),
+                &attn.o_proj.weight,
+                Layout::OutIn,
+            ),
+            (
+                format!("{prefix}.mlp.gate_proj"),
+                &mlp.gate_proj.weight,
+                Layout::OutIn,
+            ),
+            (
+                format!("{prefix}.mlp.up_proj"),
+                &mlp.up_proj.weight,
+                Layout::OutIn,
+            ),
+            (
+                format!("{prefix}.mlp.down_proj"),
+                &mlp.down_proj.weight,
+                Layout::OutIn,
+            ),
         ]);
     }
     for (i, block) in model.vision_model.blocks.iter().enumerate() {
         let prefix = format!("vision_model.blocks.{i}");
         out.extend([
-            (format!("{prefix}.attn.qkv"), &block.attn.qkv),
-            (format!("{prefix}.attn.proj"), &block.attn.proj),
-            (format!("{prefix}.mlp.fc1"), &block.mlp.fc1),
-            (format!("{prefix}.mlp.fc2"), &block.mlp.fc2),
+            (
+                format!("{prefix}.attn.qkv"),
+                &block.attn.qkv.weight,
+                Layout::InOut,
+            ),
+            (
+                format!("{prefix}.attn.proj"),
+                &block.attn.proj.weight,
+                Layout::InOut,
+            ),
+            (
+                format!("{prefix}.mlp.fc1"),
+                &block.mlp.fc1.weight,
+                Layout::InOut,
+            ),
+            (
+                format!("{prefix}.mlp.fc2"),
+                &block.mlp.fc2.weight,
+                Layout::InOut,
+            ),
         ]);
     }
     out

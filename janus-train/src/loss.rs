@@ -124,7 +124,7 @@ pub fn understanding_loss(
             found: batch.labels.len(),
         });
     }
-    let vocab = model.language_model.lm_head.weight.lazy_shape()[1];
+    let vocab = model.language_model.lm_head.d_output();
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for (position, &label) in batch.labels.iter().enumerate() {

@@ -363,7 +363,8 @@ fn training_updates_only_adapters_and_the_file_reproduces_them() {
     let merged_logits = values(logits(&merged, &plain));
     assert!(max_abs_diff(&merged_logits, &trained_logits) <= 1e-5);
 
-    // PEFT orientation: scale·B@A ([d_out, d_in]) is the transposed burn delta ([d_in, d_out]).
+    // PEFT orientation: scale·B@A ([d_out, d_in]) is the delta of the LLM weight, which janus-llm
+    // keeps in PyTorch's [d_out, d_in] layout.
     let bytes = std::fs::read(&file).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let module = "language_model.model.layers.1.mlp.down_proj";
@@ -381,7 +382,7 @@ fn training_updates_only_adapters_and_the_file_reproduces_them() {
     for o in 0..64 {
         for i in 0..128 {
             let peft: f32 = (0..4).map(|k| b[o * 4 + k] * a[k * 128 + i]).sum::<f32>() * scale;
-            assert!((peft - delta[i * 64 + o]).abs() < 1e-5, "({i}, {o})");
+            assert!((peft - delta[o * 128 + i]).abs() < 1e-5, "({i}, {o})");
         }
     }
 }
