@@ -15,7 +15,7 @@ use janus_core::{AnswerOptions, LoadOptions};
 #[derive(Parser)]
 #[command(about = "Chat with a Janus model about images")]
 struct Args {
-    /// Model directory; defaults to the bundled tiny checkpoint.
+    /// Model directory; defaults to the shipped shapes model (models/shapes-janus).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Most tokens per answer.

@@ -20,7 +20,7 @@ use janus_core::{GenerationOptions, Janus, LoadOptions, save_images};
 #[derive(Parser)]
 #[command(about = "Generate images from text prompts with a Janus model")]
 struct Args {
-    /// Model directory (config.json + weights); defaults to the bundled tiny checkpoint.
+    /// Model directory (config.json + weights); defaults to the shipped shapes model (models/shapes-janus).
     #[arg(long)]
     model: Option<PathBuf>,
     /// What to draw; repeat the flag for several prompts (batched together).

@@ -18,7 +18,7 @@ use janus_core::{CheckpointLayout, JanusModel, LoadOptions};
     about = "Print the config, checkpoint layout, dtype and parameter counts of a Janus model"
 )]
 struct Args {
-    /// Model directory (config.json + weights); defaults to the bundled tiny checkpoint.
+    /// Model directory (config.json + weights); defaults to the shipped shapes model (models/shapes-janus).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Read weights from this directory instead (e.g. tests/fixtures/tiny-janus/torch-bf16).

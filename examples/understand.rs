@@ -15,7 +15,7 @@ use janus_core::{AnswerOptions, LoadOptions};
 #[derive(Parser)]
 #[command(about = "Answer a question about images with a Janus model")]
 struct Args {
-    /// Model directory; defaults to the bundled tiny checkpoint.
+    /// Model directory; defaults to the shipped shapes model (models/shapes-janus).
     #[arg(long)]
     model: Option<PathBuf>,
     /// An image (repeat for several; each gets a placeholder before the question).

@@ -23,9 +23,10 @@ pub fn default_device() -> Device {
     compile_error!("enable one backend feature: flex (default), cuda or vulkan");
 }
 
-/// The bundled tiny checkpoint (random weights), used when no `--model` is given.
+/// The shipped shapes model (`models/shapes-janus`, trained from scratch by `janus-shapes`),
+/// used when no `--model` is given.
 pub fn bundled_model_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-janus")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shapes-janus")
 }
 
 /// Command-line sampling flags shared by the examples.

@@ -600,7 +600,7 @@ pub fn score_understanding(
 }
 
 /// How a model did on [`score_generation`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GenerationScore {
     /// Images [`judge`]d to show what their caption asks for.
     pub correct: usize,
@@ -608,6 +608,8 @@ pub struct GenerationScore {
     pub total: usize,
     /// `(caption, judged as)` for the wrong ones (`none` when no shape was found).
     pub wrong: Vec<(String, String)>,
+    /// The judgement of every image, in order.
+    pub judgements: Vec<Option<Judgement>>,
 }
 
 /// Draws `parallel` images for each of the 12 captions and [`judge`]s them.
@@ -628,11 +630,14 @@ pub fn score_generation(
         correct: 0,
         total: 0,
         wrong: Vec::new(),
+        judgements: Vec::new(),
     };
     for image in &images {
         let want = labels[image.prompt];
         score.total += 1;
-        match judge(&image.image) {
+        let judgement = judge(&image.image);
+        score.judgements.push(judgement);
+        match judgement {
             Some(j) if j.label() == want => score.correct += 1,
             Some(j) => score.wrong.push((want.caption(), j.label().caption())),
             None => score.wrong.push((want.caption(), "none".into())),

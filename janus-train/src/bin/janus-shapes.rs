@@ -42,7 +42,20 @@ enum Command {
     Build(BuildArgs),
     /// Scores a model directory on fresh shapes (understanding and generation).
     Eval(EvalArgs),
+    /// Re-scores a built model directory on the recipe's seeds and rewrites its
+    /// `recipe.json` scores and `README.md`.
+    Card(CardArgs),
 }
+
+#[derive(ClapArgs)]
+struct CardArgs {
+    /// The model directory (with the `recipe.json` its build wrote).
+    #[arg(long, default_value = "models/shapes-janus")]
+    model: PathBuf,
+}
+
+/// The seeds a build scores on: fresh images and sampler seeds the recipe never trained on.
+const EVAL_SEEDS: [u64; 7] = [1234, 1, 2, 3, 4, 5, 6];
 
 #[derive(ClapArgs)]
 struct BuildArgs {
@@ -59,7 +72,7 @@ struct BuildArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// VQ tokenizer training steps.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 600)]
     vq_steps: usize,
     /// VQ images per step.
     #[arg(long, default_value_t = 16)]
@@ -68,7 +81,7 @@ struct BuildArgs {
     #[arg(long, default_value_t = 2e-3)]
     vq_lr: f64,
     /// Janus training steps (stage III: everything but the VQ trains).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 2500)]
     steps: usize,
     /// Rows per Janus step (half understanding, half text-to-image).
     #[arg(long, default_value_t = 16)]
@@ -77,7 +90,7 @@ struct BuildArgs {
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
     /// Training images written (the loader cycles through them).
-    #[arg(long, default_value_t = 2400)]
+    #[arg(long, default_value_t = 8000)]
     train_images: usize,
     /// LLM hidden size.
     #[arg(long, default_value_t = 128)]
@@ -91,10 +104,19 @@ struct BuildArgs {
     /// Skip the scores at the end.
     #[arg(long)]
     no_eval: bool,
-    /// Reuse `<work>/init` (random weights + trained VQ) of an earlier build instead of
-    /// training the VQ again.
+    /// Take the trained VQ tokenizer from this model directory (an earlier build's
+    /// `<work>/init` or a shipped model of the same VQ shape) instead of training it.
     #[arg(long)]
-    reuse_init: bool,
+    vq_from: Option<PathBuf>,
+    /// SigLIP width.
+    #[arg(long, default_value_t = 64)]
+    vision_width: usize,
+    /// SigLIP layers.
+    #[arg(long, default_value_t = 2)]
+    vision_layers: usize,
+    /// SigLIP patch side (32 / patch squared image tokens per image).
+    #[arg(long, default_value_t = 4)]
+    patch: usize,
     /// dtype of the shipped weights (f16 halves the size; loading casts to f32).
     #[arg(long, default_value = "f16", value_parser = ["f16", "bf16", "f32"])]
     dtype: String,
@@ -108,6 +130,12 @@ struct EvalArgs {
     /// Seed of the fresh images and of sampling.
     #[arg(long, default_value_t = 1234)]
     seed: u64,
+    /// Classifier-free guidance weight.
+    #[arg(long, default_value_t = 3.0)]
+    cfg: f64,
+    /// Sampling temperature of generation.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
     /// Where to write the generated images (optional).
     #[arg(long)]
     images: Option<PathBuf>,
@@ -116,12 +144,11 @@ struct EvalArgs {
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const IMAGE_SIZE: usize = 32;
-const PATCH: usize = 8;
 
 /// The model's `config.json`: every dimension explicit.
 fn config_json(args: &BuildArgs) -> serde_json::Value {
     let d = args.hidden;
-    let vision_width = 64;
+    let vision_width = args.vision_width;
     json!({
         "model_type": "multi_modality",
         "torch_dtype": "float32",
@@ -130,13 +157,13 @@ fn config_json(args: &BuildArgs) -> serde_json::Value {
             "model_type": "vision",
             "params": {
                 "image_size": IMAGE_SIZE,
-                "model_name": "siglip_shapes_patch8_32",
+                "model_name": format!("siglip_shapes_patch{}_{IMAGE_SIZE}", args.patch),
                 "select_feature": "same",
                 "select_layer": -1,
                 "width": vision_width,
-                "layers": 2,
+                "layers": args.vision_layers,
                 "heads": 4,
-                "patch_size": PATCH,
+                "patch_size": args.patch,
                 "mlp_ratio": 4.0
             }
         },
@@ -225,7 +252,7 @@ fn write_base(dir: &Path, args: &BuildArgs) -> Result<()> {
             "image_start_tag": "<begin_of_image>",
             "image_end_tag": "<end_of_image>",
             "pad_tag": "<｜▁pad▁｜>",
-            "num_image_tokens": (IMAGE_SIZE / PATCH).pow(2),
+            "num_image_tokens": (IMAGE_SIZE / args.patch).pow(2),
             "add_special_token": false,
             "sft_format": "deepseek",
             "mask_prompt": true,
@@ -244,7 +271,14 @@ struct Scores {
     generation: GenerationScore,
 }
 
-fn evaluate(dir: &Path, seed: u64, images_out: Option<&Path>) -> Result<Scores> {
+fn evaluate(
+    dir: &Path,
+    seed: u64,
+    cfg: f64,
+    temperature: f64,
+    images_out: Option<&Path>,
+    verbose: bool,
+) -> Result<Scores> {
     let device = Device::flex();
     let janus = Janus::load(dir, &LoadOptions::default(), &device)?;
     let understanding = score_understanding(&janus, 48, seed)?;
@@ -252,21 +286,40 @@ fn evaluate(dir: &Path, seed: u64, images_out: Option<&Path>) -> Result<Scores> 
         "understanding: {}/{} exactly right",
         understanding.correct, understanding.total
     );
-    for (want, got) in understanding.wrong.iter().take(10) {
+    for (want, got) in understanding
+        .wrong
+        .iter()
+        .take(if verbose { 10 } else { 0 })
+    {
         println!("  expected {want:?}, answered {got:?}");
     }
     let options = GenerationOptions {
-        cfg_weight: 3.0,
+        cfg_weight: cfg,
+        temperature,
         seed,
         ..Default::default()
     };
     let (generation, images) = score_generation(&janus, 2, &options)?;
     println!(
-        "generation (12 captions × 2, cfg 3): {}/{} judged right",
+        "generation (12 captions × 2, cfg {cfg}, temperature {temperature}): {}/{} judged right",
         generation.correct, generation.total
     );
-    for (want, got) in &generation.wrong {
-        println!("  {want:?} drawn as {got:?}");
+    for (i, j) in generation.judgements.iter().enumerate() {
+        if !verbose {
+            break;
+        }
+        let want = janus_train::shapes::Label::all()[i / 2];
+        match j {
+            Some(j) => println!(
+                "  {:<18} judged {:<18} fill {:.2} ({} px){}",
+                want.caption(),
+                j.label().caption(),
+                j.fill,
+                j.pixels,
+                if j.label() == want { "" } else { "  WRONG" }
+            ),
+            None => println!("  {:<18} judged none  WRONG", want.caption()),
+        }
     }
     if let Some(out) = images_out {
         std::fs::create_dir_all(out)?;
@@ -281,6 +334,52 @@ fn evaluate(dir: &Path, seed: u64, images_out: Option<&Path>) -> Result<Scores> 
         understanding,
         generation,
     })
+}
+
+/// Scores on every [`EVAL_SEEDS`] seed (48 questions and 24 images each, CFG 3, temperature 1);
+/// the first seed's generated images go to `images_out`.
+fn score_seeds(dir: &Path, images_out: Option<&Path>) -> Result<serde_json::Value> {
+    let (mut und, mut generation) = (Vec::new(), Vec::new());
+    for (i, &seed) in EVAL_SEEDS.iter().enumerate() {
+        println!("seed {seed}:");
+        let scores = evaluate(
+            dir,
+            seed,
+            3.0,
+            1.0,
+            if i == 0 { images_out } else { None },
+            i == 0,
+        )?;
+        und.push([scores.understanding.correct, scores.understanding.total]);
+        generation.push([scores.generation.correct, scores.generation.total]);
+    }
+    let total = |v: &[[usize; 2]]| {
+        [
+            v.iter().map(|p| p[0]).sum::<usize>(),
+            v.iter().map(|p| p[1]).sum(),
+        ]
+    };
+    Ok(json!({
+        "seeds": EVAL_SEEDS,
+        "cfg": 3.0,
+        "temperature": 1.0,
+        "understanding": und,
+        "generation": generation,
+        "understanding_total": total(&und),
+        "generation_total": total(&generation),
+    }))
+}
+
+/// `card`: re-scores `dir` and rewrites its scores and model card.
+fn card(dir: &Path) -> Result<()> {
+    let path = dir.join("recipe.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut recipe: serde_json::Value = serde_json::from_str(&text)?;
+    recipe["scores"] = score_seeds(dir, None)?;
+    write_json(&path, &recipe)?;
+    std::fs::write(dir.join("README.md"), model_card(dir, &recipe)?)?;
+    println!("scores and model card rewritten in {}", dir.display());
+    Ok(())
 }
 
 /// Steps 2 and 3 of the recipe: random weights, then the VQ tokenizer trained; written to
@@ -321,27 +420,34 @@ fn init_model(
         language_model,
     } = model;
     let log_every = (args.vq_steps / 20).max(1);
-    let (vq, _) = train_vq(
-        gen_vision_model,
-        &vq_config,
-        &ad,
-        &mut next_batch,
-        &mut |r| {
-            if r.step % log_every == 0 || r.step == 1 {
-                println!(
-                    "vq step {:5}: loss {:.4} recon {:.4} codebook {:.4} commit {:.4} codes {:2} restarted {} ({:.0} s)",
-                    r.step,
-                    r.loss,
-                    r.recon,
-                    r.codebook,
-                    r.commit,
-                    r.batch_codes,
-                    r.restarted,
-                    vq_started.elapsed().as_secs_f64()
-                );
-            }
-        },
-    )?;
+    let vq = if let Some(from) = &args.vq_from {
+        println!("VQ tokenizer taken from {}", from.display());
+        let (trained, _, _) = JanusModel::load(from, &LoadOptions::default(), &ad)?;
+        trained.gen_vision_model
+    } else {
+        let (vq, _) = train_vq(
+            gen_vision_model,
+            &vq_config,
+            &ad,
+            &mut next_batch,
+            &mut |r| {
+                if r.step % log_every == 0 || r.step == 1 {
+                    println!(
+                        "vq step {:5}: loss {:.4} recon {:.4} codebook {:.4} commit {:.4} codes {:2} restarted {} ({:.0} s)",
+                        r.step,
+                        r.loss,
+                        r.recon,
+                        r.codebook,
+                        r.commit,
+                        r.batch_codes,
+                        r.restarted,
+                        vq_started.elapsed().as_secs_f64()
+                    );
+                }
+            },
+        )?;
+        vq
+    };
     let vq = vq.valid();
     let mut held_out = ShapeGenerator::new(IMAGE_SIZE, args.seed.wrapping_add(200));
     let samples: Vec<_> = (0..240).map(|_| held_out.sample()).collect();
@@ -375,11 +481,13 @@ fn init_model(
     };
     export_model_dir(&model, base, init_dir)?;
 
-    Ok(json!({"steps": args.vq_steps, "batch": args.vq_batch, "lr": args.vq_lr,
+    Ok(
+        json!({"steps": args.vq_steps, "batch": args.vq_batch, "lr": args.vq_lr,
               "codes_used": usage.used, "codebook_size": usage.size,
               "perplexity": usage.perplexity, "reconstruction_mse": mse,
               "judge_on_reconstructions": [judged, samples.len()],
-              "minutes": vq_time / 60.0}))
+              "minutes": vq_time / 60.0}),
+    )
 }
 
 fn build(args: BuildArgs) -> Result<()> {
@@ -399,12 +507,7 @@ fn build(args: BuildArgs) -> Result<()> {
 
     let init_dir = args.work.join("init");
     let base = args.work.join("base");
-    let vq_report = if args.reuse_init {
-        println!("reusing {}", init_dir.display());
-        json!(null)
-    } else {
-        init_model(&args, &base, &init_dir, &device)?
-    };
+    let vq_report = init_model(&args, &base, &init_dir, &device)?;
 
     // 4. Janus: one stage-III run (everything trains except the VQ, which defines the codes).
     let janus_started = Instant::now();
@@ -504,17 +607,13 @@ fn build(args: BuildArgs) -> Result<()> {
     });
     if !args.no_eval {
         let eval_started = Instant::now();
-        let scores = evaluate(&args.out, 1234, Some(&args.work.join("generated")))?;
-        recipe["scores"] = json!({
-            "understanding": [scores.understanding.correct, scores.understanding.total],
-            "generation": [scores.generation.correct, scores.generation.total],
-            "minutes": eval_started.elapsed().as_secs_f64() / 60.0,
-        });
+        recipe["scores"] = score_seeds(&args.out, Some(&args.work.join("generated")))?;
+        recipe["scores"]["minutes"] = json!(eval_started.elapsed().as_secs_f64() / 60.0);
     }
     recipe["total_minutes"] = json!(started.elapsed().as_secs_f64() / 60.0);
     write_json(&args.work.join("recipe.json"), &recipe)?;
     write_json(&args.out.join("recipe.json"), &recipe)?;
-    std::fs::write(args.out.join("README.md"), model_card(&recipe))?;
+    std::fs::write(args.out.join("README.md"), model_card(&args.out, &recipe)?)?;
     println!(
         "recipe and scores in {} (total {})",
         args.out.join("recipe.json").display(),
@@ -524,19 +623,23 @@ fn build(args: BuildArgs) -> Result<()> {
 }
 
 /// The model directory's README.
-fn model_card(recipe: &serde_json::Value) -> String {
+fn model_card(dir: &Path, recipe: &serde_json::Value) -> Result<String> {
+    let config = JanusConfig::from_dir(dir)?;
     let pair = |v: &serde_json::Value| match v.as_array() {
         Some(a) if a.len() == 2 => format!("{}/{}", a[0], a[1]),
         _ => "not measured".into(),
     };
     let num = |v: &serde_json::Value, digits: usize| {
-        v.as_f64()
-            .map_or("?".into(), |x| format!("{x:.digits$}"))
+        v.as_f64().map_or("?".into(), |x| format!("{x:.digits$}"))
+    };
+    let list = |v: &serde_json::Value| match v.as_array() {
+        Some(a) => a.iter().map(pair).collect::<Vec<_>>().join(", "),
+        None => "not measured".into(),
     };
     let vq = &recipe["vq"];
     let janus = &recipe["janus"];
     let scores = &recipe["scores"];
-    format!(
+    Ok(format!(
         r#"# shapes-janus
 
 A tiny Janus trained from scratch by janus-train on synthetic 32×32 images of one shape
@@ -546,10 +649,10 @@ as "a red circle". It is a demonstration that the whole system works, not a usef
 
 | component | shape |
 |---|---|
-| SigLIP | 32×32 image, patch 8 → 16 image tokens, width 64, 2 layers, 4 heads |
-| LLM | LLaMA, hidden 128, 4 layers, 4 heads, SwiGLU 256, vocabulary 388 (the byte-level BPE of `tests/fixtures/tiny-janus`) |
-| VQ | ch 32, ch_mult [1, 2, 2], 1 residual block per level, 64 × 8 l2-normalised codebook → 8×8 codes per image |
-| heads | aligner 64→128, gen_aligner 8→128, gen_head 128→128→64 |
+| SigLIP | 32×32 image, patch {patch} → {tokens} image tokens, width {vw}, {vl} layers, {heads} heads |
+| LLM | LLaMA, hidden {d}, {layers} layers, {lheads} heads, SwiGLU {d2}, vocabulary 388 (the byte-level BPE of `tests/fixtures/tiny-janus`) |
+| VQ | ch 32, ch_mult [1, 2, 2], {rb} residual block(s) per encoder level, 64 × 8 l2-normalised codebook → 8×8 codes per image |
+| heads | aligner {vw}→{d}, gen_aligner 8→{d}, gen_head {d}→{d}→64 |
 
 Weights: `model.safetensors` in {dtype} under the released checkpoints' key names.
 
@@ -575,12 +678,29 @@ Weights: `model.safetensors` in {dtype} under the released checkpoints' key name
 Wall time on a 2-core CPU: VQ {vq_min} min, Janus {janus_min} min, {total} min in all
 (including data, export and evaluation).
 
-## Scores (seeded, fresh images)
+## Scores
 
-- Understanding: {und} answers exactly right (greedy).
-- Generation: {gen} images (12 captions × 2, CFG 3, temperature 1) judged right by colour and
-  fill ratio of the non-background pixels.
+Fresh images and sampler seeds the recipe never used; one entry per seed ({seeds}).
+
+| | per seed | all seeds |
+|---|---|---|
+| understanding: 48 questions, answer exactly right (greedy) | {und} | {und_total} |
+| generation: 12 captions × 2, CFG 3, temperature 1, judged right | {gen} | {gen_total} |
+
+The judge (`janus_train::shapes::judge`) reads the colour and the fill ratio of the
+non-background pixels. The tests in `janus-train/tests/shapes.rs` run with seeds of their own
+and require ≥ 44/48 and ≥ 22/24.
 "#,
+        patch = config.vision.patch_size,
+        tokens = config.num_image_tokens(),
+        vw = config.vision.width,
+        vl = config.vision.layers,
+        heads = config.vision.heads,
+        d = config.language.hidden_size,
+        d2 = config.language.intermediate_size,
+        layers = config.language.num_hidden_layers,
+        lheads = config.language.num_attention_heads,
+        rb = config.gen_vision.num_res_blocks,
         dtype = recipe["dtype"].as_str().unwrap_or("f32"),
         command = recipe["command"].as_str().unwrap_or(""),
         train_images = janus["train_images"],
@@ -594,19 +714,36 @@ Wall time on a 2-core CPU: VQ {vq_min} min, Janus {janus_min} min, {total} min i
         steps = janus["steps"],
         lr = janus["lr"],
         final_loss = num(&janus["final_loss"], 3),
-        val_loss = num(&janus["final_val_loss"], 3),
+        val_loss = janus["final_val_loss"]
+            .as_f64()
+            .map_or("?".into(), |x| format!("{x:.1e}")),
         vq_min = num(&vq["minutes"], 1),
         janus_min = num(&janus["minutes"], 1),
         total = num(&recipe["total_minutes"], 1),
-        und = pair(&scores["understanding"]),
-        gen = pair(&scores["generation"]),
-    )
+        seeds = scores["seeds"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+        und = list(&scores["understanding"]),
+        gen = list(&scores["generation"]),
+        und_total = pair(&scores["understanding_total"]),
+        gen_total = pair(&scores["generation_total"]),
+    ))
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(args) => build(args),
-        Command::Eval(args) => evaluate(&args.model, args.seed, args.images.as_deref()).map(|_| ()),
+        Command::Eval(args) => evaluate(
+            &args.model,
+            args.seed,
+            args.cfg,
+            args.temperature,
+            args.images.as_deref(),
+            true,
+        )
+        .map(|_| ()),
+        Command::Card(args) => card(&args.model),
     }
 }
 
