@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use burn::tensor::DType;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use janus_core::{GenerationOptions, Janus, LoadOptions, save_images};
@@ -55,11 +54,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
-    let dtype = match args.dtype.as_str() {
-        "bf16" => DType::BF16,
-        "f16" => DType::F16,
-        _ => DType::F32,
-    };
+    let dtype = janus_rs::dtype_from_name(&args.dtype);
     let device = janus_rs::default_device();
     let start = Instant::now();
     let options = LoadOptions {

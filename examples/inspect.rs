@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::module::Module;
-use burn::tensor::DType;
 use clap::Parser;
 use janus_core::{CheckpointLayout, JanusModel, LoadOptions};
 
@@ -32,11 +31,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
-    let dtype = match args.dtype.as_str() {
-        "bf16" => DType::BF16,
-        "f16" => DType::F16,
-        _ => DType::F32,
-    };
+    let dtype = janus_rs::dtype_from_name(&args.dtype);
     let device = janus_rs::default_device();
     let layout = CheckpointLayout::discover(args.weights.as_deref().unwrap_or(&dir))?;
     let options = LoadOptions {

@@ -79,3 +79,13 @@ pub fn load_with_spinner(
     }
     result
 }
+
+/// The parameter dtype named on the command line (`f32`, `bf16`, `f16`; clap restricts the
+/// choice, anything else means f32).
+pub fn dtype_from_name(name: &str) -> burn::tensor::DType {
+    match name {
+        "bf16" => burn::tensor::DType::BF16,
+        "f16" => burn::tensor::DType::F16,
+        _ => burn::tensor::DType::F32,
+    }
+}
