@@ -84,7 +84,11 @@ fn decode_step(c: &mut Criterion) {
             while left > 0 {
                 let n = left.min(DECODE_STEPS);
                 cache.truncate(prefix);
-                total += w.decode(&mut cache, first, n).expect("decode").iter().sum();
+                total += w
+                    .decode(&mut cache, first, n)
+                    .expect("decode")
+                    .iter()
+                    .sum::<Duration>();
                 left -= n;
             }
             total
@@ -106,7 +110,7 @@ fn gen_step(c: &mut Criterion) {
                 let n = left.min(GEN_STEPS);
                 seed += 1;
                 let (_, steps) = w.generate(&batch, n, seed).expect("generate");
-                total += steps.iter().sum();
+                total += steps.iter().sum::<Duration>();
                 left -= n;
             }
             total

@@ -9,6 +9,7 @@ pub mod export;
 pub mod lora;
 pub mod loss;
 pub mod optim;
+pub mod parallel;
 pub mod shapes;
 pub mod stage;
 pub mod trainer;

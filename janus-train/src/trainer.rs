@@ -20,6 +20,7 @@ use crate::export::export_model_dir;
 use crate::lora::{apply_lora, merge_lora, save_adapter};
 use crate::loss::{mixed_loss, understanding_loss};
 use crate::optim::GradAccumulator;
+use crate::parallel::{DataParallel, MicroBatch, MicroLoss};
 use crate::stage;
 use crate::{GenerationBatch, MixedBatch};
 
@@ -58,6 +59,12 @@ pub enum TrainError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A data-parallel step failed on a worker.
+    #[error(transparent)]
+    Parallel(#[from] crate::parallel::ParallelError),
+    /// `train_parallel` was given no device.
+    #[error("no device to train on")]
+    NoDevice,
     /// A saved data position that cannot be read back.
     #[error("checkpoint data position is unreadable: {0}")]
     DataPosition(serde_json::Error),
@@ -101,6 +108,44 @@ pub struct TrainSummary {
     pub skipped: usize,
     /// Rows truncated to the maximum length.
     pub truncated: usize,
+}
+
+/// Losses and tokens of one optimiser step's micro-batches.
+#[derive(Default)]
+struct Tally {
+    total: f64,
+    micro: usize,
+    und: (f64, usize),
+    generation: (f64, usize),
+    tokens: usize,
+}
+
+impl Tally {
+    fn add(&mut self, total: f64, und: Option<f64>, generation: Option<f64>) {
+        self.total += total;
+        self.micro += 1;
+        if let Some(l) = und {
+            self.und = (self.und.0 + l, self.und.1 + 1);
+        }
+        if let Some(l) = generation {
+            self.generation = (self.generation.0 + l, self.generation.1 + 1);
+        }
+    }
+
+    fn report(&self, step: usize, lr: f64, grad_norm: Option<f64>, elapsed: f64) -> StepReport {
+        let mean = |(sum, n): (f64, usize)| (n > 0).then(|| sum / n as f64);
+        StepReport {
+            step,
+            loss: self.total / self.micro.max(1) as f64,
+            loss_und: mean(self.und),
+            loss_gen: mean(self.generation),
+            lr,
+            grad_norm,
+            tokens: self.tokens,
+            tokens_per_s: self.tokens as f64 / elapsed.max(1e-9),
+            val_loss: None,
+        }
+    }
 }
 
 fn tokens_of(batch: &MixedBatch) -> usize {
@@ -200,8 +245,27 @@ pub fn train(
     resume: bool,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<TrainSummary, TrainError> {
+    train_parallel(config, std::slice::from_ref(device), resume, on_step)
+}
+
+/// [`train`] data-parallel over `devices` (plain devices; the first is the main one, which holds
+/// the model and the optimiser). Each accumulation step draws one micro-batch per device and runs
+/// them on burn-train's multi-device step ([`crate::parallel`]); an optimiser step then averages
+/// `grad_accum_steps × devices.len()` micro-batches — the same data, in the same order, as one
+/// device with that many accumulation steps. A single device runs without worker threads.
+pub fn train_parallel(
+    config: &TrainConfig,
+    devices: &[Device],
+    resume: bool,
+    on_step: &mut dyn FnMut(&StepReport),
+) -> Result<TrainSummary, TrainError> {
     config.validate()?;
+    let Some(device) = devices.first() else {
+        return Err(TrainError::NoDevice);
+    };
     let ad = device.clone().autodiff();
+    let parallel = (devices.len() > 1)
+        .then(|| DataParallel::new(devices.iter().map(|d| d.clone().autodiff()).collect()));
     let janus = Janus::load(&config.model, &LoadOptions::default(), &ad)?;
     let roles = Roles::from(janus.roles());
     let processor = janus.processor.clone();
@@ -292,48 +356,62 @@ pub fn train(
     for step in start_step..config.steps {
         let started = Instant::now();
         let mut acc = GradAccumulator::new();
-        let (mut total, mut und, mut generation, mut tokens) = (0.0, (0.0, 0), (0.0, 0), 0);
+        let mut tally = Tally::default();
+        let (w_und, w_gen) = (
+            config.loss_weights.understanding,
+            config.loss_weights.generation,
+        );
         for _ in 0..accum {
-            let batch = loader.next_batch()?;
-            tokens += tokens_of(&batch);
-            let Some(loss) = mixed_loss(
-                &model,
-                &batch,
-                config.loss_weights.understanding,
-                config.loss_weights.generation,
-            )?
-            else {
-                continue;
-            };
-            total += loss.total.clone().into_scalar::<f32>() as f64;
-            if let Some(l) = &loss.understanding {
-                und = (und.0 + l.clone().into_scalar::<f32>() as f64, und.1 + 1);
+            match &parallel {
+                None => {
+                    let batch = loader.next_batch()?;
+                    tally.tokens += tokens_of(&batch);
+                    let Some(loss) = mixed_loss(&model, &batch, w_und, w_gen)? else {
+                        continue;
+                    };
+                    let scalar =
+                        |t: &burn::tensor::Tensor<1>| t.clone().into_scalar::<f32>() as f64;
+                    tally.add(
+                        scalar(&loss.total),
+                        loss.understanding.as_ref().map(scalar),
+                        loss.generation.as_ref().map(scalar),
+                    );
+                    let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+                    acc.accumulate(&model, grads);
+                }
+                Some(parallel) => {
+                    let mut micro = Vec::with_capacity(parallel.len());
+                    for index in 0..parallel.len() {
+                        let batch = loader.next_batch()?;
+                        tally.tokens += tokens_of(&batch);
+                        micro.push(MicroBatch {
+                            index,
+                            batch,
+                            w_und,
+                            w_gen,
+                        });
+                    }
+                    let (next, results) = parallel.step(model, micro)?;
+                    model = next;
+                    for r in results {
+                        if let MicroLoss::Loss {
+                            total,
+                            understanding,
+                            generation,
+                        } = r.loss
+                        {
+                            tally.add(total, understanding, generation);
+                            acc.accumulate(&model, r.grads);
+                        }
+                    }
+                }
             }
-            if let Some(l) = &loss.generation {
-                generation = (
-                    generation.0 + l.clone().into_scalar::<f32>() as f64,
-                    generation.1 + 1,
-                );
-            }
-            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
-            acc.accumulate(&model, grads);
         }
-        let micro = acc.count();
         let grads = acc.finish(&model);
         let (next, stats) = optimizer.step(step, model, grads);
         model = next;
         let elapsed = started.elapsed().as_secs_f64();
-        let mut report = StepReport {
-            step: step + 1,
-            loss: total / micro.max(1) as f64,
-            loss_und: (und.1 > 0).then(|| und.0 / und.1 as f64),
-            loss_gen: (generation.1 > 0).then(|| generation.0 / generation.1 as f64),
-            lr: stats.lr,
-            grad_norm: stats.grad_norm,
-            tokens,
-            tokens_per_s: tokens as f64 / elapsed.max(1e-9),
-            val_loss: None,
-        };
+        let mut report = tally.report(step + 1, stats.lr, stats.grad_norm, elapsed);
         let last = step + 1 == config.steps;
         if (config.val_every > 0 && (step + 1) % config.val_every == 0) || last {
             report.val_loss = validate(&model.valid(), config, &processor, &roles)?;

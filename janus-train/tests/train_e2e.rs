@@ -11,7 +11,7 @@ use janus_train::data::MixRatio;
 use janus_train::lora::LoraConfig;
 use janus_train::optim::OptimConfig;
 use janus_train::stage::Stage;
-use janus_train::trainer::{TrainError, train};
+use janus_train::trainer::{TrainError, train, train_parallel};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-janus")
@@ -136,6 +136,59 @@ fn resume_equals_uninterrupted() {
         weights(&a) == weights(&b),
         "resumed weights differ from the uninterrupted run"
     );
+}
+
+/// Two workers of burn-train's multi-device step (both on the CPU device) with one accumulation
+/// step see the same micro-batches as one device accumulating two: same losses, same weights —
+/// for full fine-tuning and for LoRA (whose reparameterised weights the workers fork).
+#[test]
+fn data_parallel_equals_accumulation() {
+    for lora in [false, true] {
+        let single = tempfile::tempdir().unwrap();
+        let mut a = config(single.path(), Stage::Three, 3);
+        a.data.batch_size = 2;
+        a.optim.grad_accum_steps = 2;
+        if lora {
+            a.lora = Some(LoraConfig::new(2, 4.0));
+        }
+        let one = train(&a, &Device::flex(), false, &mut |_| {}).unwrap();
+
+        let multi = tempfile::tempdir().unwrap();
+        let mut b = config(multi.path(), Stage::Three, 3);
+        b.data.batch_size = 2;
+        b.optim.grad_accum_steps = 1;
+        b.lora = a.lora.clone();
+        let devices = [Device::flex(), Device::flex()];
+        let two = train_parallel(&b, &devices, false, &mut |_| {}).unwrap();
+
+        for (x, y) in one.reports.iter().zip(&two.reports) {
+            assert_eq!(x.tokens, y.tokens, "lora {lora}: same data per step");
+            assert_eq!(
+                (x.loss, x.loss_und, x.loss_gen),
+                (y.loss, y.loss_und, y.loss_gen),
+                "lora {lora}: step {}",
+                x.step
+            );
+        }
+        assert!(
+            one.reports[2].loss < one.reports[0].loss,
+            "lora {lora}: it learns"
+        );
+        let weights =
+            |c: &TrainConfig| std::fs::read(c.output_dir.join("final/model.safetensors")).unwrap();
+        assert!(
+            weights(&a) == weights(&b),
+            "lora {lora}: data-parallel weights differ from accumulation"
+        );
+    }
+    let err = train_parallel(
+        &config(tempfile::tempdir().unwrap().path(), Stage::One, 1),
+        &[],
+        false,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::NoDevice), "{err}");
 }
 
 #[test]

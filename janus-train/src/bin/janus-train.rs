@@ -11,7 +11,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use janus_train::config::TrainConfig;
 use janus_train::stage::Stage;
-use janus_train::trainer::train;
+use janus_train::trainer::train_parallel;
 
 #[derive(Parser)]
 #[command(about = "Train Janus (stages I–III, LoRA) from JSONL data")]
@@ -43,19 +43,28 @@ struct Args {
     /// Continue from the latest checkpoint in the output directory.
     #[arg(long)]
     resume: bool,
+    /// Train data-parallel on this many devices (GPUs 0..N with `cuda`/`vulkan`; on the CPU
+    /// backend, N workers share the one CPU device). Each accumulation step then takes one batch
+    /// per device.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    devices: u16,
 }
 
-fn device() -> burn::tensor::Device {
+fn device(index: usize) -> burn::tensor::Device {
     #[cfg(feature = "cuda")]
     {
-        burn::tensor::Device::cuda(0)
+        burn::tensor::Device::cuda(index)
     }
     #[cfg(all(feature = "vulkan", not(feature = "cuda")))]
     {
-        burn::tensor::Device::vulkan(Default::default())
+        match index {
+            0 => burn::tensor::Device::vulkan(Default::default()),
+            i => burn::tensor::Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(i)),
+        }
     }
     #[cfg(not(any(feature = "cuda", feature = "vulkan")))]
     {
+        let _ = index;
         burn::tensor::Device::flex()
     }
 }
@@ -90,7 +99,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .expect("static template"),
     );
-    let summary = train(&config, &device(), args.resume, &mut |r| {
+    let devices: Vec<_> = (0..args.devices as usize).map(device).collect();
+    let summary = train_parallel(&config, &devices, args.resume, &mut |r| {
         bar.set_position(r.step as u64);
         let val = r
             .val_loss
