@@ -37,9 +37,10 @@ enum Stage {
 #[derive(Parser)]
 #[command(about = "Time the standard Janus inference workload on random weights")]
 struct Args {
-    /// Model shape: the real Janus-Pro-1B one, or the bundled tiny fixture's (smoke runs; the
+    /// Model shape: the real Janus-Pro-1B one (the standard workload), Janus-Pro-7B (use a
+    /// 16-bit `--dtype` on a 24 GiB machine), or the bundled tiny fixture's (smoke runs; the
     /// prefill is then capped by its 512-position context).
-    #[arg(long, default_value = "pro-1b", value_parser = ["pro-1b", "tiny"])]
+    #[arg(long, default_value = "pro-1b", value_parser = ["pro-1b", "pro-7b", "tiny"])]
     shape: String,
     /// Parameter and activation dtype.
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]

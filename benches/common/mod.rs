@@ -35,15 +35,19 @@ pub const CFG_WEIGHT: f64 = 5.0;
 pub enum Shape {
     /// Janus-Pro-1B (= Janus-1.3B), the standard workload.
     Pro1b,
+    /// Janus-Pro-7B (30 layers, hidden 4096): for the half-precision memory and speed check
+    /// (7.4 B parameters: 14.8 GB in bf16/f16, 29.7 GB in f32).
+    Pro7b,
     /// The bundled test fixture (`tests/fixtures/tiny-janus`), for smoke runs.
     Tiny,
 }
 
 impl Shape {
-    /// Parses `pro-1b` or `tiny`.
+    /// Parses `pro-1b`, `pro-7b` or `tiny`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "pro-1b" => Some(Self::Pro1b),
+            "pro-7b" => Some(Self::Pro7b),
             "tiny" => Some(Self::Tiny),
             _ => None,
         }
@@ -53,6 +57,7 @@ impl Shape {
     pub fn name(self) -> &'static str {
         match self {
             Self::Pro1b => "pro-1b",
+            Self::Pro7b => "pro-7b",
             Self::Tiny => "tiny",
         }
     }
@@ -61,6 +66,7 @@ impl Shape {
     pub fn config(self) -> anyhow::Result<JanusConfig> {
         Ok(match self {
             Self::Pro1b => JanusConfig::janus_pro_1b(),
+            Self::Pro7b => JanusConfig::janus_pro_7b(),
             Self::Tiny => {
                 let dir = janus_rs::bundled_model_dir();
                 JanusConfig::from_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
