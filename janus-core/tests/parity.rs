@@ -89,7 +89,7 @@ fn parity_llm() {
             .map(|r| r.iter().map(|m| *m != 0).collect())
             .collect();
         for weights in weight_dirs(&dir) {
-            for dtype in [DType::F32, DType::BF16] {
+            for dtype in [DType::F32, DType::BF16, DType::F16] {
                 let options = LoadOptions {
                     weights_dir: Some(weights.clone()),
                     dtype,
