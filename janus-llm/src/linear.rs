@@ -1,7 +1,7 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 
 /// Configuration of [`LlamaLinear`].
 #[derive(Config, Debug)]
@@ -18,10 +18,15 @@ pub struct LlamaLinearConfig {
 /// weight at about half the memory bandwidth, while `x · Wᵀ` over an `[out, in]` weight reads
 /// contiguous rows and gets close to it (docs/perf-notes.md). Decoding is bound by exactly that
 /// product, so the LLaMA layers keep PyTorch's layout — which also loads without a transpose.
+///
+/// When the weight carries a burn LoRA adapter (`Param::adapter`), `lora_dropout` applies
+/// PEFT's LoRA dropout: the low-rank branch sees `drop(x)` while the base weight sees `x`.
 #[derive(Module, Debug)]
 pub struct LlamaLinear {
     /// `[d_output, d_input]`, as in the checkpoint.
     pub weight: Param<Tensor<2>>,
+    /// Dropout probability on the input of the LoRA branch, while training (0: none).
+    pub lora_dropout: f64,
 }
 
 impl LlamaLinearConfig {
@@ -38,6 +43,7 @@ impl LlamaLinearConfig {
                 Some(self.d_output),
                 device,
             ),
+            lora_dropout: 0.0,
         }
     }
 }
@@ -78,9 +84,32 @@ impl LlamaLinear {
                 .collect();
             Tensor::cat(parts, 0)
         } else {
-            x.matmul(weight.transpose())
+            x.clone().matmul(weight.transpose())
+        };
+        let y = match self.lora_dropout_branch(x) {
+            Some(correction) => y + correction,
+            None => y,
         };
         y.reshape(out_shape)
+    }
+
+    /// PEFT computes `x·Wᵀ + s·drop(x)·(a·b)ᵀ`; burn's adapter has already folded `s·a·b` into the
+    /// weight (`x·W_effᵀ`), so what is missing is `s·(drop(x) − x)·bᵀ·aᵀ`, a rank-`r` product.
+    /// Only while training the adapter: an autodiff device and a trainable factor.
+    fn lora_dropout_branch(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+        if self.lora_dropout <= 0.0 || !x.device().is_autodiff() {
+            return None;
+        }
+        let adapter = self.weight.adapter()?;
+        let a = adapter.a.val();
+        if !a.is_require_grad() {
+            return None;
+        }
+        let keep = 1.0 - self.lora_dropout;
+        let dropped = x.clone() * x.random_like(Distribution::Bernoulli(keep)) / keep;
+        // a: [d_output, r], b: [r, d_input] for an [out, in] weight.
+        let low = (dropped - x).matmul(adapter.b.val().transpose());
+        Some(low.matmul(a.transpose()) * adapter.scale)
     }
 }
 
@@ -97,6 +126,7 @@ mod tests {
                 TensorData::from([[1.0f32, 2.0, 3.0], [0.0, -1.0, 0.5]]),
                 &device,
             )),
+            lora_dropout: 0.0,
         };
         for rows in [1usize, 2, 5, 9] {
             let x: Vec<f32> = (0..rows * 3).map(|i| i as f32).collect();
@@ -108,5 +138,70 @@ mod tests {
                 assert_eq!(y[r * 2 + 1], -v[1] + 0.5 * v[2]);
             }
         }
+    }
+
+    /// Sets every parameter from its shape: the base weight to 0, the LoRA factors to 1.
+    struct Fill;
+
+    impl burn::module::ModuleMapper for Fill {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|t| {
+                let shape = t.shape();
+                let value = if shape[D - 1] == 1000 && shape[0] == 3 {
+                    0.0
+                } else {
+                    1.0
+                };
+                let filled = Tensor::full(shape, value, &t.device());
+                if t.is_require_grad() {
+                    filled.require_grad()
+                } else {
+                    filled
+                }
+            })
+        }
+    }
+
+    #[test]
+    fn lora_dropout_feeds_a_dropped_input_to_the_low_rank_branch_only_while_training() {
+        use burn::module::Lora;
+        let (d_in, d_out, rows) = (1000, 3, 4);
+        let forward = |device: &Device, dropout: f64| -> Vec<f32> {
+            device.seed(7);
+            let mut layer = LlamaLinearConfig::new(d_in, d_out)
+                .init(device)
+                .apply_lora(Lora::new(1, 1.0))
+                .map(&mut Fill);
+            layer.lora_dropout = dropout;
+            let x = Tensor::<2>::ones([rows, d_in], device);
+            layer
+                .forward(x)
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap()
+        };
+        // W = 0 and a·b = ones, so without dropout every output is Σx = 1000; with it, the
+        // branch sees drop(x) (entries 0 or 2 at p = 0.5) and outputs Σ drop(x) per row.
+        let plain = Device::flex();
+        assert!(
+            forward(&plain, 0.5).iter().all(|v| *v == 1000.0),
+            "inference: no dropout"
+        );
+        let train = Device::flex().autodiff();
+        assert!(forward(&train, 0.0).iter().all(|v| *v == 1000.0));
+        let y = forward(&train, 0.5);
+        for row in y.chunks(d_out) {
+            assert!(
+                row.iter().all(|v| *v == row[0]),
+                "one mask per input row: {row:?}"
+            );
+            assert_eq!(row[0] % 2.0, 0.0, "a sum of 0s and 2s: {row:?}");
+            assert!((row[0] - 1000.0).abs() < 200.0, "about half kept: {row:?}");
+        }
+        assert!(
+            y.iter().any(|v| *v != 1000.0),
+            "dropout had no effect: {y:?}"
+        );
     }
 }

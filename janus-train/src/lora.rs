@@ -49,15 +49,13 @@
 //!
 //! # Dropout
 //!
-//! PEFT's LoRA dropout acts on the *input* of the low-rank branch:
-//! `y = x·W + s·drop(x)·a·b`. burn's LoRA is a weight reparameterization: the adapter only ever
-//! sees the base weight and returns `W + s·a·b`, which the unchanged `Linear` multiplies with the
-//! undropped `x`. A dropout mask on `x` (one per token and feature) cannot be folded into one
-//! weight, so dropout needs a LoRA-aware linear in janus-llm/janus-siglip's forward passes. (A mask
-//! on the rows of `a`, redrawn per forward, is expressible but drops the same features for every
-//! token of the batch: a different regularizer, so it is not offered under the same name.)
-//! A `dropout > 0` is therefore rejected with [`LoraError::DropoutUnsupported`] instead of being
-//! ignored.
+//! PEFT's LoRA dropout acts on the *input* of the low-rank branch: `y = x·W + s·drop(x)·a·b`.
+//! burn's LoRA is a weight reparameterization (`W + s·a·b`, multiplied with the undropped `x`),
+//! so a dropout mask on `x` (one per token and feature) cannot be folded into it. janus-llm's
+//! `LlamaLinear` therefore adds the missing rank-`r` term `s·(drop(x) − x)·a·b` itself while the
+//! adapter trains (`LlamaLinear::lora_dropout`, set here on every language-model linear).
+//! SigLIP's linears are burn `Linear`s, which cannot: `dropout > 0` together with
+//! [`LoraConfig::vision`] is rejected with [`LoraError::DropoutUnsupported`], never ignored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -87,10 +85,11 @@ pub enum LoraError {
     /// `dropout` is outside `[0, 1)` or NaN.
     #[error("invalid LoRA dropout {0}: must be in [0, 1)")]
     InvalidDropout(f64),
-    /// `dropout > 0` was asked for; see the [module docs](self#dropout) for why it is unsupported.
+    /// `dropout > 0` was asked for together with SigLIP adapters; see the
+    /// [module docs](self#dropout) for why that is unsupported.
     #[error(
-        "LoRA dropout {0} is not supported: burn's LoRA adapts the weight, not the layer input, so \
-         input dropout on the low-rank branch cannot be applied; set dropout to 0"
+        "LoRA dropout {0} is not supported on the SigLIP linears (burn's LoRA adapts the weight, \
+         not the layer input); set dropout to 0 or vision to false"
     )]
     DropoutUnsupported(f64),
     /// The config selects nothing: no LLM target and no vision.
@@ -262,7 +261,7 @@ pub const VISION_MODULES: [&str; 4] = ["qkv", "proj", "fc1", "fc2"];
 /// Which linears get LoRA adapters, and their size.
 ///
 /// Defaults follow ms-swift (`rank` 8, `alpha` 32, all LLM linears, vision tower untouched)
-/// except `dropout`, which is 0 because it is unsupported (see the [module docs](self#dropout)).
+/// except `dropout`, which defaults to 0 (ms-swift uses 0.05).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoraConfig {
@@ -270,7 +269,8 @@ pub struct LoraConfig {
     pub rank: usize,
     /// Scaling numerator: the update is `(alpha / rank)·a@b`.
     pub alpha: f64,
-    /// LoRA dropout; must be 0 (any other value is an error, never silently ignored).
+    /// Dropout on the input of the low-rank branch while training, in `[0, 1)`; language-model
+    /// linears only (with `vision`, it must be 0).
     pub dropout: f64,
     /// LLM linears to adapt in every decoder layer.
     pub targets: Vec<LoraTarget>,
@@ -312,7 +312,7 @@ impl LoraConfig {
         self
     }
 
-    /// Sets the dropout (only 0 passes [`validate`](Self::validate)).
+    /// Sets the dropout.
     pub fn with_dropout(mut self, dropout: f64) -> Self {
         self.dropout = dropout;
         self
@@ -334,7 +334,7 @@ impl LoraConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(LoraError::InvalidDropout(self.dropout));
         }
-        if self.dropout > 0.0 {
+        if self.dropout > 0.0 && self.vision {
             return Err(LoraError::DropoutUnsupported(self.dropout));
         }
         if self.targets.is_empty() && !self.vision {
@@ -410,11 +410,33 @@ pub fn apply_lora(model: JanusModel, config: &LoraConfig) -> Result<JanusModel, 
     if !scan.weights.keys().any(|p| config.is_target(p)) {
         return Err(LoraError::NoMatchingWeights);
     }
-    Ok(model.apply_reparameterization(FreshAdapters {
+    let model = model.apply_reparameterization(FreshAdapters {
         config,
         // The selection is ours; burn's group would match everything it is handed.
         lora: Lora::new(config.rank, config.alpha),
-    }))
+    });
+    Ok(set_lora_dropout(model, config.dropout))
+}
+
+/// Sets the LoRA-branch input dropout of every language-model linear (inert on linears without
+/// an adapter, on a non-autodiff device and once merged).
+pub fn set_lora_dropout(mut model: JanusModel, dropout: f64) -> JanusModel {
+    for layer in &mut model.language_model.model.layers {
+        let attn = &mut layer.self_attn;
+        let mlp = &mut layer.mlp;
+        for linear in [
+            &mut attn.q_proj,
+            &mut attn.k_proj,
+            &mut attn.v_proj,
+            &mut attn.o_proj,
+            &mut mlp.gate_proj,
+            &mut mlp.up_proj,
+            &mut mlp.down_proj,
+        ] {
+            linear.lora_dropout = dropout;
+        }
+    }
+    model
 }
 
 /// Merges every adapter into its base weight (`W + (alpha/r)·a@b`) and removes the factors.

@@ -176,8 +176,9 @@ fn config_parses_names_and_rejects_what_it_cannot_do() {
     }
     assert!(!LoraConfig::default().is_target("vision_model.blocks.0.attn.qkv.weight"));
 
+    assert!(LoraConfig::default().with_dropout(0.05).validate().is_ok());
     assert!(matches!(
-        LoraConfig::default().with_dropout(0.05).validate(),
+        LoraConfig::default().with_dropout(0.05).with_vision(true).validate(),
         Err(LoraError::DropoutUnsupported(p)) if p == 0.05
     ));
     assert!(matches!(
@@ -556,7 +557,7 @@ fn bad_adapter_files_are_rejected() {
         check("dropout", &|_, meta| {
             meta.as_mut().unwrap().insert(
                 "lora_config".into(),
-                r#"{"rank": 2, "dropout": 0.1}"#.into(),
+                r#"{"rank": 2, "dropout": 0.1, "vision": true}"#.into(),
             );
         }),
         Err(LoraError::DropoutUnsupported(_))

@@ -109,10 +109,33 @@ fn stage_three_learns() {
 fn lora_learns_and_writes_an_adapter() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path(), Stage::Three, 30);
-    c.lora = Some(LoraConfig::new(4, 8.0));
+    // ms-swift's default LoRA dropout.
+    c.lora = Some(LoraConfig::new(4, 8.0).with_dropout(0.05));
     c.optim.lr = 1e-2;
     assert_learns(&c);
     assert!(c.output_dir.join("adapter.safetensors").is_file());
+}
+
+/// LoRA dropout reaches the training step: the first step's loss is the same (`b` starts at
+/// zero, so the branch adds nothing yet) but its gradient for `b` sees the dropped input, so the
+/// second step's loss differs from a run without dropout.
+#[test]
+fn lora_dropout_changes_training() {
+    let run = |dropout: f64| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), Stage::Three, 2);
+        c.lora = Some(LoraConfig::new(4, 8.0).with_dropout(dropout));
+        c.optim.lr = 1e-2;
+        train(&c, &Device::flex(), false, &mut |_| {})
+            .unwrap()
+            .reports
+            .iter()
+            .map(|r| r.loss)
+            .collect::<Vec<_>>()
+    };
+    let (without, with) = (run(0.0), run(0.3));
+    assert_eq!(without[0], with[0], "step 1: the branch is still zero");
+    assert_ne!(without[1], with[1], "step 2: dropout changed the update");
 }
 
 #[test]
