@@ -177,8 +177,7 @@ mod tests {
             layer
                 .forward(x)
                 .into_data()
-                .convert::<f32>()
-                .to_vec()
+                .try_to_vec::<f32>()
                 .unwrap()
         };
         // W = 0 and a·b = ones, so without dropout every output is Σx = 1000; with it, the
