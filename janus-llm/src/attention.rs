@@ -1,9 +1,10 @@
 use crate::linear::{LlamaLinear, LlamaLinearConfig};
 use burn::config::Config;
 use burn::module::Module;
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Bool, DType, Device, Tensor};
 
 use crate::cache::LayerKv;
 use crate::rope::RotaryEmbedding;
@@ -85,21 +86,62 @@ impl LlamaAttention {
             Some((layer, past, capacity)) => layer.append(k, v, past, capacity),
             None => (k, v),
         };
-        let is_causal = mask.is_none() && t > 1;
-        let out = attention(
-            q,
-            k,
-            v,
-            mask,
-            None,
-            AttentionModuleOptions {
-                is_causal,
-                ..Default::default()
-            },
-        );
+        let out = if t == 1 {
+            single_query_attention(q, k, v, mask)
+        } else {
+            let is_causal = mask.is_none();
+            attention(
+                q,
+                k,
+                v,
+                mask,
+                None,
+                AttentionModuleOptions {
+                    is_causal,
+                    ..Default::default()
+                },
+            )
+        };
         let out = out
             .swap_dims(1, 2)
             .reshape([b, t, self.num_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
+}
+
+/// Attention of one new query per row over the whole cache, as two batched products.
+///
+/// The cached keys and values are views into buffers preallocated to the cache capacity, so
+/// they are not contiguous; a fused attention kernel may copy them whole at every step (burn-flex
+/// does: a fifth of a decode step, docs/perf-notes.md §5), while a matrix product takes the
+/// strided views as they are. Query heads sharing a key/value head (GQA) are stacked as extra
+/// query rows. The softmax runs in f32, like the reference's eager attention.
+///
+/// # Shapes
+/// - q: `[B, H, 1, head_dim]`; k, v: `[B, H_kv, S, head_dim]`; mask: `[B, H, 1, S]`
+/// - output: `[B, H, 1, head_dim]`
+fn single_query_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<Tensor<4, Bool>>,
+) -> Tensor<4> {
+    let [b, h, t, d] = q.dims();
+    let [_, h_kv, s, _] = k.dims();
+    let rows = h / h_kv * t;
+    let dtype = q.dtype();
+    let scores = q
+        .reshape([b, h_kv, rows, d])
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar((d as f64).powf(-0.5));
+    let scores = match mask {
+        Some(mask) => scores.mask_fill(mask.reshape([b, h_kv, rows, s]), f32::NEG_INFINITY),
+        None => scores,
+    };
+    let probs = if dtype == DType::F32 {
+        softmax(scores, 3)
+    } else {
+        softmax(scores.cast(DType::F32), 3).cast(dtype)
+    };
+    probs.matmul(v).reshape([b, h, t, d])
 }

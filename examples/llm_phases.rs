@@ -1,0 +1,64 @@
+//! Profiling aid for the LLM stages of the standard workload (docs/perf-notes.md).
+//!
+//! Builds the Janus-Pro-1B-shaped random model, then runs one stage (`prefill`, `decode` or
+//! `gen`) and prints its times. When `PERF_CTL` names a `perf record --control=fifo:…` FIFO,
+//! profiling is enabled only around that stage, so model materialisation stays out of the
+//! profile:
+//!
+//! ```text
+//! mkfifo /tmp/ctl
+//! PERF_CTL=/tmp/ctl perf record --control=fifo:/tmp/ctl -D -1 -g \
+//!     ./target/release/examples/llm_phases decode
+//! ```
+
+#[path = "../benches/common/mod.rs"]
+mod workload;
+
+use std::io::Write;
+use std::time::Instant;
+
+use burn::tensor::{DType, Device};
+use workload::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms};
+
+fn perf_ctl(command: &str) {
+    if let Ok(path) = std::env::var("PERF_CTL") {
+        let mut fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("PERF_CTL fifo");
+        writeln!(fifo, "{command}").expect("perf control");
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let stage = std::env::args().nth(1).unwrap_or_else(|| "decode".into());
+    let steps: usize = std::env::args()
+        .nth(2)
+        .map_or(Ok(DECODE_STEPS), |s| s.parse())?;
+    let w = Workload::new(Shape::Pro1b.config()?, DType::F32, Device::flex())?;
+    match stage.as_str() {
+        "prefill" => {
+            perf_ctl("enable");
+            let start = Instant::now();
+            let (_cache, _) = w.prefill(w.prefill_input(), steps)?;
+            perf_ctl("disable");
+            println!("prefill_ms {:.1}", start.elapsed().as_secs_f64() * 1e3);
+        }
+        "decode" => {
+            let (mut cache, token) = w.prefill(w.prefill_input(), steps)?;
+            perf_ctl("enable");
+            let times = w.decode(&mut cache, token, steps)?;
+            perf_ctl("disable");
+            println!("decode_ms_per_token {:.1}", mean_ms(&times));
+        }
+        "gen" => {
+            let batch = w.gen_batch()?;
+            perf_ctl("enable");
+            let (_, times) = w.generate(&batch, steps.min(GEN_STEPS), 0)?;
+            perf_ctl("disable");
+            println!("gen_ms_per_step {:.1}", mean_ms(&times));
+        }
+        other => anyhow::bail!("unknown stage {other}: prefill, decode or gen"),
+    }
+    Ok(())
+}
