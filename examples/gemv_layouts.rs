@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
+use janus_core::janus_llm::few_rows_matmul_t;
 
 const N: usize = 24;
 const K: usize = 2048;
@@ -75,6 +76,18 @@ fn main() {
                 }
                 best = best.min(t.elapsed().as_secs_f64());
             }
+            println!("rows {rows}  {name:<28} {:5.1} GB/s", bytes / best / 1e9);
+        }
+        for block_kib in [1024usize, 4096, 16384] {
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                for w in &w_out_in {
+                    let _ = few_rows_matmul_t(x.clone(), w.clone(), block_kib * 1024).into_data();
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let name = format!("blocks of {block_kib} KiB, rayon");
             println!("rows {rows}  {name:<28} {:5.1} GB/s", bytes / best / 1e9);
         }
     }

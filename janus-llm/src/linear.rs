@@ -2,6 +2,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Distribution, Tensor};
+use rayon::prelude::*;
 
 /// Configuration of [`LlamaLinear`].
 #[derive(Config, Debug)]
@@ -61,8 +62,8 @@ impl LlamaLinear {
 
     /// `x · Wᵀ`.
     ///
-    /// A few rows (2 to 8, e.g. the two CFG rows of image generation) are multiplied one at a
-    /// time: every multi-row form measured slower than reading the weight once per row.
+    /// Up to [`FEW_ROWS`] rows (a decode step, the two CFG rows of image generation) go through
+    /// [`few_rows_matmul_t`]; more rows (prefill) are one matrix product.
     ///
     /// # Shapes
     /// - x: `[..., d_input]`
@@ -74,15 +75,8 @@ impl LlamaLinear {
         out_shape[D - 1] = d_output;
         let rows = x.shape().num_elements() / d_input;
         let x = x.reshape([rows, d_input]);
-        let y = if (2..=8).contains(&rows) {
-            let parts = (0..rows)
-                .map(|r| {
-                    x.clone()
-                        .slice([r..r + 1, 0..d_input])
-                        .matmul(weight.clone().transpose())
-                })
-                .collect();
-            Tensor::cat(parts, 0)
+        let y = if (1..=FEW_ROWS).contains(&rows) {
+            few_rows_matmul_t(x.clone(), weight, BLOCK_BYTES)
         } else {
             x.clone().matmul(weight.transpose())
         };
@@ -111,6 +105,55 @@ impl LlamaLinear {
         let low = (dropped - x).matmul(adapter.b.val().transpose());
         Some(low.matmul(a.transpose()) * adapter.scale)
     }
+}
+
+/// Row counts handled by [`few_rows_matmul_t`].
+pub const FEW_ROWS: usize = 8;
+
+/// Bytes of weight per block in [`few_rows_matmul_t`]: large enough that the per-product
+/// overhead is small, small enough that a block stays in cache (L2/L3) while every input row
+/// passes over it and that the blocks balance over the threads (measured: docs/perf-notes.md §6).
+pub const BLOCK_BYTES: usize = 4 * 1024 * 1024;
+
+/// `x · Wᵀ` for a few rows of `x` over an `[out, in]` weight, bound by reading the weight.
+///
+/// The weight's output rows are cut into blocks of about `block_bytes`; the blocks are spread
+/// over rayon's threads, and within a block each input row is a matrix-vector product over
+/// contiguous weight rows (the form that streams at memory speed, docs/perf-notes.md §2). A
+/// block is read from memory once: the second and later rows find it in cache. The block
+/// results are concatenated.
+///
+/// # Shapes
+/// - x: `[rows, in]`; weight: `[out, in]`
+/// - output: `[rows, out]`
+pub fn few_rows_matmul_t(x: Tensor<2>, weight: Tensor<2>, block_bytes: usize) -> Tensor<2> {
+    let [rows, d_input] = x.dims();
+    let [d_output, _] = weight.dims();
+    let row_bytes = d_input * weight.dtype().size();
+    let block = (block_bytes / row_bytes).clamp(1, d_output);
+    let inputs: Vec<Tensor<2>> = (0..rows)
+        .map(|r| x.clone().slice([r..r + 1, 0..d_input]))
+        .collect();
+    let starts: Vec<usize> = (0..d_output).step_by(block).collect();
+    let parts: Vec<Tensor<2>> = starts
+        .par_iter()
+        .map(|&start| {
+            let w = weight
+                .clone()
+                .slice([start..(start + block).min(d_output), 0..d_input])
+                .transpose();
+            let ys: Vec<Tensor<2>> = inputs
+                .iter()
+                .map(|xr| xr.clone().matmul(w.clone()))
+                .collect();
+            if ys.len() == 1 {
+                ys.into_iter().next().unwrap()
+            } else {
+                Tensor::cat(ys, 0)
+            }
+        })
+        .collect();
+    Tensor::cat(parts, 1)
 }
 
 #[cfg(test)]
@@ -202,5 +245,28 @@ mod tests {
             y.iter().any(|v| *v != 1000.0),
             "dropout had no effect: {y:?}"
         );
+    }
+
+    #[test]
+    fn blocked_few_rows_product_matches_one_product() {
+        let device = Device::flex();
+        let w: Vec<f32> = (0..15).map(|i| (i as f32 * 0.37).sin()).collect();
+        let weight = Tensor::<2>::from_data(TensorData::new(w, [5, 3]), &device);
+        for rows in [1usize, 3] {
+            let x: Vec<f32> = (0..rows * 3).map(|i| i as f32 - 1.5).collect();
+            let x = Tensor::<2>::from_data(TensorData::new(x, [rows, 3]), &device);
+            let expected: Vec<f32> = x
+                .clone()
+                .matmul(weight.clone().transpose())
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            // Blocks of two weight rows (2 × 3 f32): three blocks, the last one short.
+            let got: Vec<f32> = few_rows_matmul_t(x, weight.clone(), 24)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            assert_eq!(got, expected);
+        }
     }
 }
