@@ -13,6 +13,14 @@ use janus_train::optim::OptimConfig;
 use janus_train::stage::Stage;
 use janus_train::trainer::{TrainError, train, train_parallel};
 
+/// LoRA initialisation and LoRA dropout draw from the device's global RNG (seeded per run), which
+/// tests running in parallel threads would share: the tests that use it take this lock.
+static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-janus")
 }
@@ -107,6 +115,7 @@ fn stage_three_learns() {
 
 #[test]
 fn lora_learns_and_writes_an_adapter() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path(), Stage::Three, 30);
     // ms-swift's default LoRA dropout.
@@ -121,6 +130,7 @@ fn lora_learns_and_writes_an_adapter() {
 /// second step's loss differs from a run without dropout.
 #[test]
 fn lora_dropout_changes_training() {
+    let _rng = rng_lock();
     let run = |dropout: f64| {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config(dir.path(), Stage::Three, 2);
@@ -166,6 +176,7 @@ fn resume_equals_uninterrupted() {
 /// for full fine-tuning and for LoRA (whose reparameterised weights the workers fork).
 #[test]
 fn data_parallel_equals_accumulation() {
+    let _rng = rng_lock();
     for lora in [false, true] {
         let single = tempfile::tempdir().unwrap();
         let mut a = config(single.path(), Stage::Three, 3);
@@ -216,6 +227,7 @@ fn data_parallel_equals_accumulation() {
 
 #[test]
 fn resume_from_another_model_is_refused() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), Stage::One, 2);
     train(&c, &Device::flex(), false, &mut |_| {}).unwrap();
@@ -259,6 +271,7 @@ fn config_files_reject_unknown_keys() {
 /// The README's recipe (`examples/train/tiny/lora.toml`) parses and runs as written (fewer steps).
 #[test]
 fn readme_recipe_runs() {
+    let _rng = rng_lock();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/train/tiny/lora.toml");
     let mut c = TrainConfig::from_file(&path).unwrap();
     let dir = tempfile::tempdir().unwrap();

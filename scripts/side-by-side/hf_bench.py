@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""The standard inference workload (shared/bench/WORKLOAD.md) on HF transformers' Janus.
+
+Builds `JanusForConditionalGeneration` at the Janus-Pro-1B shape with random weights from a
+config (no download) and times each WORKLOAD key through the model's own submodules, the way
+transformers' Janus code runs them:
+
+- vision_ms: `model.model.get_image_features` (SigLIP `vision_model` + `aligner`) on one
+  3x384x384 image -> [1, 576, 2048].
+- prefill_ms: `model.model.language_model` (the LlamaModel: 24 layers) on a [1, 640, 2048]
+  embedding sequence with a fresh `DynamicCache`, then `model.lm_head` on the last position
+  and argmax.
+- decode_ms_per_token: after that prefill, 32 greedy steps: the token through the LlamaModel
+  (`embed_tokens`, 24 layers, the cache), `lm_head`, argmax read on the host; mean per step.
+- gen_ms_per_step: 2 rows (conditional, unconditional) of a 32-token prompt prefilled into a
+  `DynamicCache`, then 32 steps of `generation_head` -> transformers'
+  `ClassifierFreeGuidanceLogitsProcessor` (scale 5) -> softmax + multinomial ->
+  `prepare_embeddings_for_image_generation` (`generation_embeddings` + `generation_aligner`)
+  -> the 24 layers with the cache; mean per step (the prompt prefill and first draw are not
+  counted, as in janus-rs' bench). This is the loop of `JanusForConditionalGeneration.generate
+  (generation_mode="image")`, unrolled so each step can be timed.
+- vq_decode_ms: `model.decode_image_tokens` (codebook lookup, `post_quant_conv`, VQ decoder)
+  on 576 codes -> one 384x384x3 image.
+- peak_rss_mb: VmHWM of this process.
+
+float32, `torch.set_num_threads(threads)`, everything under `torch.inference_mode()`. Each
+figure is the median of `--repeats` runs after one warm-up run. Readable lines first, one
+JSON object (the same keys as janus-rs' `examples/bench.rs`) on the last line of stdout.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+DECODE_STEPS = 32
+PREFILL_LEN = 640
+GEN_PROMPT_LEN = 32
+GEN_STEPS = 32
+CFG_WEIGHT = 5.0
+STAGES = ("vision", "text", "gen", "vq")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def peak_rss_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def build_config():
+    from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, LlamaConfig
+
+    text = LlamaConfig(
+        vocab_size=102400,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        head_dim=128,
+        hidden_act="silu",
+        max_position_embeddings=16384,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=False,
+    )
+    vision = JanusVisionConfig(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=384,
+        patch_size=16,
+        mlp_ratio=4.0,  # MLP 4096
+        projection_dim=2048,  # aligner 1024 -> 2048 -> 2048
+        depth=2,
+    )
+    vq = JanusVQVAEConfig(
+        embed_dim=8,
+        num_embeddings=16384,
+        latent_channels=256,
+        base_channels=128,
+        channel_multiplier=[1, 1, 2, 2, 4],
+        num_res_blocks=2,
+        projection_dim=2048,  # gen_aligner 8 -> 2048 -> 2048, gen_head 2048 -> 2048 -> 16384
+        num_hidden_layers=2,
+        image_token_embed_dim=2048,
+    )
+    return JanusConfig(text_config=text, vision_config=vision, vq_config=vq, tie_word_embeddings=False)
+
+
+def check_shape(model):
+    """Fail loudly if the built model is not the workload's shape."""
+    m = model.model
+    lm = m.language_model
+    checks = {
+        "embed_tokens": (tuple(lm.embed_tokens.weight.shape), (102400, 2048)),
+        "lm_head": (tuple(model.lm_head.weight.shape), (102400, 2048)),
+        "layers": (len(lm.layers), 24),
+        "q_proj": (tuple(lm.layers[0].self_attn.q_proj.weight.shape), (2048, 2048)),
+        "mlp gate": (tuple(lm.layers[0].mlp.gate_proj.weight.shape), (5632, 2048)),
+        "siglip layers": (len(m.vision_model.encoder.layers), 24),
+        "siglip fc1": (tuple(m.vision_model.encoder.layers[0].mlp.fc1.weight.shape), (4096, 1024)),
+        "aligner fc1": (tuple(m.aligner.fc1.weight.shape), (2048, 1024)),
+        "aligner depth": (len(m.aligner.hidden_layers), 1),
+        "gen_embed": (tuple(m.generation_embeddings.weight.shape), (16384, 8)),
+        "gen_aligner fc1": (tuple(m.generation_aligner.fc1.weight.shape), (2048, 8)),
+        "gen_head proj": (tuple(m.generation_head.proj_out.weight.shape), (2048, 2048)),
+        "gen_head out": (tuple(m.generation_head.vision_head.weight.shape), (16384, 2048)),
+        "vq codebook": (tuple(m.vqmodel.quantize.embedding.weight.shape), (16384, 8)),
+        "vq conv_in": (tuple(m.vqmodel.decoder.conv_in.weight.shape), (512, 256, 3, 3)),
+    }
+    bad = {k: v for k, v in checks.items() if v[0] != v[1]}
+    if bad:
+        sys.exit(f"hf_bench.py: the model is not the workload shape: {bad}")
+    if model.lm_head.weight.data_ptr() == lm.embed_tokens.weight.data_ptr():
+        sys.exit("hf_bench.py: lm_head is tied to embed_tokens; the workload's lm_head is untied")
+
+
+def main():
+    ap = argparse.ArgumentParser(description="HF transformers Janus on the standard workload (random weights)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs after one warm-up (median)")
+    ap.add_argument("--only", default="", help="comma-separated stages: vision,text,gen,vq (default all)")
+    args = ap.parse_args()
+    if args.repeats < 1:
+        sys.exit("hf_bench.py: --repeats must be at least 1")
+    only = [s for s in args.only.split(",") if s]
+    for s in only:
+        if s not in STAGES:
+            sys.exit(f"hf_bench.py: unknown stage {s!r} (choose from {','.join(STAGES)})")
+    runs = lambda s: not only or s in only  # noqa: E731
+
+    import torch
+    import transformers
+    from transformers import DynamicCache, JanusForConditionalGeneration
+    from transformers.generation.logits_process import ClassifierFreeGuidanceLogitsProcessor
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    print(f"hf-transformers bench: transformers {transformers.__version__}, torch {torch.__version__}, "
+          f"float32, {threads} thread(s), median of {args.repeats} run(s) after 1 warm-up", flush=True)
+
+    start = time.time()
+    config = build_config()
+    model = JanusForConditionalGeneration(config).to(torch.float32).eval()
+    check_shape(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    lm = model.model.language_model
+    w = lm.layers[0].mlp.gate_proj.weight
+    print(f"model: {n_params / 1e9:.3f} B parameters built in {time.time() - start:.1f} s "
+          f"(attention: {config.text_config._attn_implementation}, weight std {w.std().item():.4f})", flush=True)
+
+    def measure(name, fn):
+        warm = fn()
+        log(f"  {name}: warm-up {warm:.1f}")
+        values = []
+        for i in range(args.repeats):
+            v = fn()
+            log(f"  {name}: run {i + 1}/{args.repeats} {v:.1f}")
+            values.append(v)
+        return statistics.median(values)
+
+    result = {k: None for k in ("vision_ms", "prefill_ms", "decode_ms_per_token", "gen_ms_per_step",
+                                "vq_decode_ms", "image_s_estimate")}
+
+    with torch.inference_mode():
+        if runs("vision"):
+            def vision():
+                pixels = torch.empty(1, 3, 384, 384).uniform_(-1.0, 1.0)
+                t0 = time.perf_counter()
+                feats = model.model.get_image_features(pixel_values=pixels).pooler_output
+                ms = (time.perf_counter() - t0) * 1e3
+                assert tuple(feats.shape) == (1, 576, 2048), feats.shape
+                return ms
+
+            result["vision_ms"] = measure("vision_ms", vision)
+            print(f"vision_ms            {result['vision_ms']:10.2f}  (3x384x384 image -> SigLIP + aligner)", flush=True)
+
+        if runs("text"):
+            prefills, decodes = [], []
+            for i in range(args.repeats + 1):
+                embeds = torch.randn(1, PREFILL_LEN, 2048)
+                t0 = time.perf_counter()
+                cache = DynamicCache(config=config.text_config)
+                out = lm(inputs_embeds=embeds, cache=cache, use_cache=True)
+                logits = model.lm_head(out.last_hidden_state[:, -1, :])
+                token = int(logits.argmax(-1).item())
+                prefill = (time.perf_counter() - t0) * 1e3
+                steps = []
+                for _ in range(DECODE_STEPS):
+                    t0 = time.perf_counter()
+                    ids = torch.tensor([[token]], dtype=torch.long)
+                    out = lm(input_ids=ids, cache=cache, use_cache=True)
+                    logits = model.lm_head(out.last_hidden_state[:, -1, :])
+                    token = int(logits.argmax(-1).item())
+                    steps.append((time.perf_counter() - t0) * 1e3)
+                assert cache.get_seq_length() == PREFILL_LEN + DECODE_STEPS, cache.get_seq_length()
+                step = sum(steps) / len(steps)
+                label = "warm-up" if i == 0 else f"run {i}/{args.repeats}"
+                log(f"  prefill_ms: {label} {prefill:.1f}; decode_ms_per_token {step:.1f}")
+                if i > 0:
+                    prefills.append(prefill)
+                    decodes.append(step)
+                del cache, out
+            result["prefill_ms"] = statistics.median(prefills)
+            result["decode_ms_per_token"] = statistics.median(decodes)
+            print(f"prefill_ms           {result['prefill_ms']:10.2f}  ([1,{PREFILL_LEN},2048] through the layers "
+                  f"+ lm_head on the last position)", flush=True)
+            print(f"decode_ms_per_token  {result['decode_ms_per_token']:10.2f}  (mean of {DECODE_STEPS} greedy steps "
+                  f"after the prefill; {1e3 / result['decode_ms_per_token']:.2f} tokens/s)", flush=True)
+
+        if runs("gen"):
+            vocab = config.text_config.vocab_size
+            prompt = [(1 + 37 * i) % (vocab - 1) for i in range(GEN_PROMPT_LEN)]
+            pad = vocab - 1
+            # Unconditional row: the prompt's first and last tokens kept, the rest padded (as
+            # Janus' CFG batch and transformers' generate build it).
+            uncond = [prompt[0]] + [pad] * (GEN_PROMPT_LEN - 2) + [prompt[-1]]
+            cfg = ClassifierFreeGuidanceLogitsProcessor(CFG_WEIGHT)
+            gen_head = model.model.generation_head
+            seed = [0]
+
+            def gen():
+                seed[0] += 1
+                generator = torch.Generator().manual_seed(seed[0])
+                ids = torch.tensor([prompt, uncond], dtype=torch.long)
+                cache = DynamicCache(config=config.text_config)
+                embeds = lm.embed_tokens(ids)
+                out = lm(inputs_embeds=embeds, cache=cache, use_cache=True)
+
+                def draw(out):
+                    hidden = out.last_hidden_state[:, -1, :]
+                    scores = cfg(ids[:1], gen_head(hidden))  # [1, 16384]: uncond + 5 (cond - uncond)
+                    probs = torch.softmax(scores, dim=-1)
+                    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+                code = draw(out)  # prompt prefill + first draw: not timed, as in janus-rs
+                steps = []
+                for _ in range(GEN_STEPS):
+                    t0 = time.perf_counter()
+                    inputs = model.prepare_embeddings_for_image_generation(torch.cat([code, code]).unsqueeze(-1))
+                    out = lm(inputs_embeds=inputs, cache=cache, use_cache=True)
+                    code = draw(out)
+                    int(code[0].item())
+                    steps.append((time.perf_counter() - t0) * 1e3)
+                assert cache.get_seq_length() == GEN_PROMPT_LEN + GEN_STEPS, cache.get_seq_length()
+                return sum(steps) / len(steps)
+
+            result["gen_ms_per_step"] = measure("gen_ms_per_step", gen)
+            print(f"gen_ms_per_step      {result['gen_ms_per_step']:10.2f}  (2 CFG rows, {GEN_PROMPT_LEN}-position "
+                  f"prompt, mean of {GEN_STEPS} steps)", flush=True)
+
+        if runs("vq"):
+            codes = torch.tensor([[(7919 * i + 13) % 16384 for i in range(576)]], dtype=torch.long)
+
+            def vq():
+                t0 = time.perf_counter()
+                image = model.decode_image_tokens(codes)
+                ms = (time.perf_counter() - t0) * 1e3
+                assert tuple(image.shape) == (1, 384, 384, 3), image.shape
+                return ms
+
+            result["vq_decode_ms"] = measure("vq_decode_ms", vq)
+            print(f"vq_decode_ms         {result['vq_decode_ms']:10.2f}  (576 codes -> one 3x384x384 image)", flush=True)
+
+    if result["gen_ms_per_step"] is not None and result["vq_decode_ms"] is not None:
+        result["image_s_estimate"] = (576 * result["gen_ms_per_step"] + result["vq_decode_ms"]) / 1e3
+        print(f"image_s_estimate     {result['image_s_estimate']:10.2f}  ((576 x gen_ms_per_step + vq_decode_ms) / 1000)")
+    rss = peak_rss_mb()
+    print(f"peak_rss_mb          {rss if rss is None else round(rss, 1):>10}  (VmHWM)")
+
+    def num(v, d):
+        return None if v is None else round(v, d)
+
+    line = {"impl": "hf-transformers", "dtype": "f32", "threads": threads}
+    for k, v in result.items():
+        line[k] = num(v, 3)
+    line["peak_rss_mb"] = num(rss, 1)
+    print(json.dumps(line, separators=(",", ":")), flush=True)
+
+
+if __name__ == "__main__":
+    main()

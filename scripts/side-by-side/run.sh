@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: janus-rs vs HF transformers vs llama.cpp on the standard workload
+# (shared/bench/WORKLOAD.md), in one run on one machine, printed as one markdown table.
+#
+#   scripts/side-by-side/run.sh                      # everything, all cores
+#   scripts/side-by-side/run.sh --threads 2 --repeats 3 --hf-repeats 1 --bf16
+#   scripts/side-by-side/run.sh --skip-hf            # ours + llama.cpp only
+#   scripts/side-by-side/run.sh --only ours,llamacpp --stages text
+#   scripts/side-by-side/run.sh --setup-only         # install/build/write models, measure nothing
+#
+# Everything downloaded or built lives under .side-by-side/ in the repository root (git-ignored):
+# venv/ (torch, transformers, gguf, cmake, ninja from PyPI), dl/ (the llama-cpp-python sdist),
+# src/ (its unpacked source; vendor/llama.cpp is llama.cpp), llama-build/ (llama-bench),
+# gguf/ (random-weight GGUFs), logs/, runs/<stamp>/ (each implementation's output) and
+# results-<stamp>.json (raw JSON of all three plus the table). Every setup step is skipped when
+# its output is already there, so a second run only measures.
+set -euo pipefail
+
+ORIG_ARGS="$*"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+WORK="$ROOT/.side-by-side"
+
+TORCH_VERSION="${TORCH_VERSION:-2.15.0}"
+TRANSFORMERS_VERSION="${TRANSFORMERS_VERSION:-5.24.0}"
+GGUF_VERSION="${GGUF_VERSION:-0.19.0}"
+LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+PYTHON="${PYTHON:-python3}"
+BUILD_JOBS="${BUILD_JOBS:-2}"
+
+THREADS="$(nproc)"
+REPEATS=3
+HF_REPEATS=1
+LLAMA_REPEATS=""
+STAGES=""
+IMPLS="ours,hf,llamacpp"
+BF16=0
+BF16_STAGES=""
+F16=1
+SETUP_ONLY=0
+
+usage() {
+  cat <<EOF
+usage: scripts/side-by-side/run.sh [options]
+  --threads N          threads for every implementation (default: nproc = $THREADS)
+  --repeats R          timed runs after the warm-up for ours and llama-bench (default $REPEATS)
+  --hf-repeats R       timed runs after the warm-up for HF transformers (default $HF_REPEATS)
+  --llamacpp-repeats R llama-bench -r (default: --repeats)
+  --stages LIST        stages for ours and HF: vision,text,gen,vq (default all)
+  --only LIST          implementations to run: ours,hf,llamacpp (default all)
+  --skip-ours | --skip-hf | --skip-llamacpp
+  --bf16               also run ours with --dtype bf16 (half-precision column)
+  --bf16-stages LIST   stages of that bf16 run (default: --stages); its decode is slow today
+                       (~10 s/token on 2 cores), so e.g. --bf16-stages vision,vq keeps a run short
+  --no-f16             skip the llama.cpp F16 model
+  --setup-only         do the setup steps (venv, llama.cpp build, GGUFs, cargo build) and stop
+  -h | --help
+environment: TORCH_VERSION=$TORCH_VERSION TRANSFORMERS_VERSION=$TRANSFORMERS_VERSION
+  GGUF_VERSION=$GGUF_VERSION LLAMA_CPP_PYTHON_VERSION=$LLAMA_CPP_PYTHON_VERSION PYTHON=$PYTHON
+  BUILD_JOBS=$BUILD_JOBS (parallel jobs for the llama.cpp and cargo builds)
+EOF
+}
+
+drop_impl() { IMPLS="$(echo ",$IMPLS," | sed "s/,$1,/,/g; s/^,//; s/,$//")"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --threads) THREADS="$2"; shift 2 ;;
+    --repeats) REPEATS="$2"; shift 2 ;;
+    --hf-repeats) HF_REPEATS="$2"; shift 2 ;;
+    --llamacpp-repeats) LLAMA_REPEATS="$2"; shift 2 ;;
+    --stages) STAGES="$2"; shift 2 ;;
+    --only) IMPLS="$2"; shift 2 ;;
+    --skip-ours) drop_impl ours; shift ;;
+    --skip-hf) drop_impl hf; shift ;;
+    --skip-llamacpp) drop_impl llamacpp; shift ;;
+    --bf16) BF16=1; shift ;;
+    --bf16-stages) BF16=1; BF16_STAGES="$2"; shift 2 ;;
+    --no-f16) F16=0; shift ;;
+    --setup-only) SETUP_ONLY=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+LLAMA_REPEATS="${LLAMA_REPEATS:-$REPEATS}"
+for i in ${IMPLS//,/ }; do
+  case "$i" in ours|hf|llamacpp) ;; *) echo "run.sh: unknown implementation '$i' (ours,hf,llamacpp)" >&2; exit 2 ;; esac
+done
+want() { [[ ",$IMPLS," == *",$1,"* ]]; }
+
+mkdir -p "$WORK/logs" "$WORK/dl" "$WORK/gguf"
+LOGS="$WORK/logs"
+VENV="$WORK/venv"
+PY="$VENV/bin/python"
+
+say() { echo "== side-by-side: $*" >&2; }
+die() { echo "side-by-side: ERROR: $*" >&2; exit 1; }
+
+# step NAME CMD...: runs CMD with its output in logs/NAME.log; on failure names the step, shows
+# the end of the log and stops.
+step() {
+  local name="$1"; shift
+  local log="$LOGS/$name.log"
+  say "$name (log: ${log#$ROOT/})"
+  local rc=0
+  "$@" >"$log" 2>&1 || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "---- last lines of $log ----" >&2
+    tail -n 30 "$log" >&2
+    die "step '$name' failed (exit $rc); full log: $log"
+  fi
+}
+
+mem_check() { # mem_check WHAT GIB: warns when less memory is available than the stage needs
+  local avail_kb
+  avail_kb="$(awk '/MemAvailable/ {print $2}' /proc/meminfo)"
+  if [ "$avail_kb" -lt $(( $2 * 1024 * 1024 )) ]; then
+    say "WARNING: $1 needs about $2 GiB; only $(( avail_kb / 1024 / 1024 )) GiB available now (other work on this machine?)"
+  fi
+}
+
+# --- setup: Python environment ---------------------------------------------------------------
+
+need_venv=0
+want hf && need_venv=1
+want llamacpp && need_venv=1
+if [ "$need_venv" = 1 ]; then
+  if [ ! -x "$PY" ]; then
+    step venv-create "$PYTHON" -m venv "$VENV"
+    step venv-pip "$PY" -m pip install --upgrade pip
+  fi
+  BASE_MARK="$VENV/.side-by-side-base-gguf$GGUF_VERSION"
+  if [ ! -f "$BASE_MARK" ]; then
+    # scikit-build-core: lets `pip download` read the llama-cpp-python sdist's metadata without
+    # building cmake and ninja from source in an isolated build environment.
+    step venv-base "$PY" -m pip install "gguf==$GGUF_VERSION" numpy cmake ninja scikit-build-core
+    touch "$BASE_MARK"
+  fi
+  HF_MARK="$VENV/.side-by-side-hf-torch$TORCH_VERSION-transformers$TRANSFORMERS_VERSION"
+  if want hf && [ ! -f "$HF_MARK" ]; then
+    # PyPI's Linux torch wheel is the CUDA build: it pulls the CUDA runtime wheels (~4 GB) and
+    # does not import without them. The CPU-only wheels live on PyTorch's own index, which is
+    # not reachable from here, so the PyPI build is used; it runs on the CPU all the same.
+    step venv-hf "$PY" -m pip install "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION"
+    touch "$HF_MARK"
+  fi
+fi
+
+# --- setup: llama.cpp from the llama-cpp-python sdist, and the GGUFs -------------------------
+
+LLAMA_BENCH="$WORK/llama-build/bin/llama-bench"
+GGUF_F32="$WORK/gguf/janus-pro-1b-llm-f32.gguf"
+GGUF_F16="$WORK/gguf/janus-pro-1b-llm-f16.gguf"
+if want llamacpp; then
+  SDIST="$WORK/dl/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
+  SRC="$WORK/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
+  LLAMA_SRC="$SRC/vendor/llama.cpp"
+  if [ ! -f "$SDIST" ]; then
+    step sdist-download "$PY" -m pip download --no-binary :all: --no-deps --no-build-isolation \
+      -d "$WORK/dl" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+    [ -f "$SDIST" ] || die "pip download did not leave $SDIST"
+  fi
+  if [ ! -f "$LLAMA_SRC/CMakeLists.txt" ]; then
+    mkdir -p "$WORK/src"
+    step sdist-unpack tar -xzf "$SDIST" -C "$WORK/src"
+    [ -f "$LLAMA_SRC/CMakeLists.txt" ] || die "the sdist has no vendor/llama.cpp/CMakeLists.txt"
+  fi
+  if [ ! -x "$LLAMA_BENCH" ]; then
+    # CPU only, -march=native (GGML_NATIVE), static, just llama-bench and what it links.
+    step llama-configure env PATH="$VENV/bin:$PATH" cmake -S "$LLAMA_SRC" -B "$WORK/llama-build" -G Ninja \
+      -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+      -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF
+    step llama-build env PATH="$VENV/bin:$PATH" cmake --build "$WORK/llama-build" --target llama-bench -j "$BUILD_JOBS"
+    [ -x "$LLAMA_BENCH" ] || die "the llama.cpp build did not produce $LLAMA_BENCH"
+  fi
+  # make_gguf.py writes to NAME.partial and renames at the end: a file that exists is complete.
+  [ -f "$GGUF_F32" ] || step gguf-f32 "$PY" "$HERE/make_gguf.py" --out "$GGUF_F32" --dtype f32
+  if [ "$F16" = 1 ] && [ ! -f "$GGUF_F16" ]; then
+    step gguf-f16 "$PY" "$HERE/make_gguf.py" --out "$GGUF_F16" --dtype f16
+  fi
+fi
+
+# --- setup: our bench binary ---------------------------------------------------------------
+
+git_desc() {
+  local d
+  d="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  # Only what goes into the bench binary counts (Rust sources, manifests, the lock file).
+  if [ -n "$(cd "$ROOT" && git status --porcelain --untracked-files=no -- '*.rs' '*.toml' Cargo.lock 2>/dev/null)" ]; then
+    d="$d (+ uncommitted changes)"
+  fi
+  echo "$d"
+}
+OURS_BIN="$WORK/bin/janus-bench"
+OURS_GIT=""
+if want ours; then
+  # Waits for the cargo lock when another build holds it. The binary is copied out of target/
+  # so that every row of this run times the same build even if someone rebuilds meanwhile.
+  OURS_GIT="$(git_desc)"
+  step cargo-build bash -c "cd '$ROOT' && cargo build --release --example bench -j '$BUILD_JOBS'"
+  mkdir -p "$WORK/bin"
+  cp "$ROOT/target/release/examples/bench" "$OURS_BIN.tmp" && mv "$OURS_BIN.tmp" "$OURS_BIN" \
+    || die "cannot copy target/release/examples/bench"
+fi
+
+if [ "$SETUP_ONLY" = 1 ]; then
+  say "setup done (--setup-only)"
+  exit 0
+fi
+
+# --- measure -------------------------------------------------------------------------------
+
+STAMP="$(date +%Y%m%d-%H%M%S)"
+RUN="$WORK/runs/$STAMP"
+mkdir -p "$RUN"
+LOADS="$RUN/loads.txt"
+: >"$LOADS"
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+note_load() { echo "$1	$(loadavg)" >>"$LOADS"; }
+
+STAGE_ARGS=()
+[ -n "$STAGES" ] && STAGE_ARGS=(--only "$STAGES")
+BF16_ARGS=("${STAGE_ARGS[@]}")
+[ -n "$BF16_STAGES" ] && BF16_ARGS=(--only "$BF16_STAGES")
+
+# measure NAME CMD...: the implementation's stdout goes to runs/<stamp>/NAME.json (the last line
+# is its JSON object), stderr to NAME.log; the load average is noted before and after.
+measure() {
+  local name="$1"; shift
+  say "measuring $name: $*"
+  note_load "$name-before"
+  local rc=0
+  "$@" >"$RUN/$name.json" 2>"$RUN/$name.log" || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "---- last lines of $RUN/$name.log ----" >&2
+    tail -n 30 "$RUN/$name.log" >&2
+    die "measuring $name failed (exit $rc); stdout: $RUN/$name.json, stderr: $RUN/$name.log"
+  fi
+  note_load "$name-after"
+  tail -n 1 "$RUN/$name.json" >&2
+}
+
+if want ours; then
+  mem_check "ours (f32)" 9
+  # = cargo run --release --example bench -- ..., on the binary built above.
+  measure ours "$OURS_BIN" --shape pro-1b --dtype f32 --threads "$THREADS" --repeats "$REPEATS" "${STAGE_ARGS[@]}"
+  if [ "$BF16" = 1 ]; then
+    mem_check "ours (bf16)" 5
+    measure ours-bf16 "$OURS_BIN" --shape pro-1b --dtype bf16 --threads "$THREADS" --repeats "$REPEATS" "${BF16_ARGS[@]}"
+  fi
+fi
+if want hf; then
+  mem_check "HF transformers" 10
+  measure hf "$PY" "$HERE/hf_bench.py" --threads "$THREADS" --repeats "$HF_REPEATS" ${STAGES:+--only "$STAGES"}
+fi
+if want llamacpp; then
+  mem_check "llama.cpp f32" 8
+  measure llamacpp-f32 "$PY" "$HERE/table.py" llamacpp --bench "$LLAMA_BENCH" --model "$GGUF_F32" \
+    --dtype f32 --threads "$THREADS" --repeats "$LLAMA_REPEATS" --raw-out "$RUN/llama-bench-f32.raw.json"
+  if [ "$F16" = 1 ]; then
+    measure llamacpp-f16 "$PY" "$HERE/table.py" llamacpp --bench "$LLAMA_BENCH" --model "$GGUF_F16" \
+      --dtype f16 --threads "$THREADS" --repeats "$LLAMA_REPEATS" --raw-out "$RUN/llama-bench-f16.raw.json"
+  fi
+fi
+
+# --- merge ---------------------------------------------------------------------------------
+
+GIT_DESC="${OURS_GIT:-$(git_desc)}"
+MERGE_PY="$PY"; [ -x "$MERGE_PY" ] || MERGE_PY="$PYTHON"
+"$MERGE_PY" - "$RUN/meta.json" "$LOADS" <<EOF
+import json, platform, sys
+loads = {}
+for line in open(sys.argv[2]):
+    k, v = line.rstrip("\n").split("\t")
+    loads[k] = v
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+json.dump({
+    "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+    "host": platform.node(),
+    "cpu": f"{cpu}, {$(nproc)} cores, {round(int(open('/proc/meminfo').readline().split()[1]) / 2**20)} GiB",
+    "threads": $THREADS,
+    "repeats": $REPEATS,
+    "hf_repeats": $HF_REPEATS,
+    "llamacpp_repeats": $LLAMA_REPEATS,
+    "git": "$GIT_DESC",
+    "command": "scripts/side-by-side/run.sh ${ORIG_ARGS:-}",
+    "versions": {"torch": "$TORCH_VERSION", "transformers": "$TRANSFORMERS_VERSION",
+                 "llama-cpp-python sdist": "$LLAMA_CPP_PYTHON_VERSION", "gguf": "$GGUF_VERSION"},
+    "load": loads,
+}, open(sys.argv[1], "w"), indent=2)
+EOF
+
+RESULTS="$WORK/results-$STAMP.json"
+say "table (results: ${RESULTS#$ROOT/}, outputs: ${RUN#$ROOT/})"
+"$MERGE_PY" "$HERE/table.py" merge \
+  --ours "$RUN/ours.json" --ours-bf16 "$RUN/ours-bf16.json" --hf "$RUN/hf.json" \
+  --llamacpp-f32 "$RUN/llamacpp-f32.json" --llamacpp-f16 "$RUN/llamacpp-f16.json" \
+  --llamacpp-f32-raw "$RUN/llama-bench-f32.raw.json" --llamacpp-f16-raw "$RUN/llama-bench-f16.raw.json" \
+  --meta "$RUN/meta.json" --results-out "$RESULTS" --markdown-out "$RUN/table.md"
