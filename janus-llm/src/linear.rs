@@ -217,11 +217,7 @@ mod tests {
                 .map(&mut Fill);
             layer.lora_dropout = dropout;
             let x = Tensor::<2>::ones([rows, d_in], device);
-            layer
-                .forward(x)
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap()
+            layer.forward(x).into_data().try_to_vec::<f32>().unwrap()
         };
         // W = 0 and a·b = ones, so without dropout every output is Σx = 1000; with it, the
         // branch sees drop(x) (entries 0 or 2 at p = 0.5) and outputs Σ drop(x) per row.
