@@ -21,7 +21,7 @@ use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 use janus_core::JanusModel;
 
 use crate::MixedBatch;
-use crate::loss::{LossError, mixed_loss};
+use crate::loss::{LossError, MixedLoss, mixed_loss};
 
 /// The model as burn-train's workers see it: [`JanusModel`] plus the [`TrainStep`] that computes
 /// the mixed loss and its gradients.
@@ -77,8 +77,16 @@ impl ItemLazy for MicroOutput {
     }
 }
 
-fn scalar(t: &burn::tensor::Tensor<1>) -> f64 {
-    t.clone().into_scalar::<f32>() as f64
+impl MicroLoss {
+    /// The host scalars of a computed loss (reads them back: one sync per loss).
+    pub fn of(loss: &MixedLoss) -> Self {
+        let scalar = |t: &burn::tensor::Tensor<1>| t.clone().into_scalar::<f32>() as f64;
+        Self::Loss {
+            total: scalar(&loss.total),
+            understanding: loss.understanding.as_ref().map(scalar),
+            generation: loss.generation.as_ref().map(scalar),
+        }
+    }
 }
 
 impl TrainStep for ParallelModel {
@@ -93,14 +101,9 @@ impl TrainStep for ParallelModel {
         };
         match mixed_loss(&self.model, &item.batch, item.w_und, item.w_gen) {
             Ok(Some(loss)) => {
-                let report = MicroLoss::Loss {
-                    total: scalar(&loss.total),
-                    understanding: loss.understanding.as_ref().map(scalar),
-                    generation: loss.generation.as_ref().map(scalar),
-                };
                 let item = MicroOutput {
                     index,
-                    loss: report,
+                    loss: MicroLoss::of(&loss),
                 };
                 TrainOutput::new(self, loss.total.backward(), item)
             }
@@ -116,11 +119,7 @@ impl InferenceStep for ParallelModel {
 
     fn step(&self, item: MicroBatch) -> MicroOutput {
         let loss = match mixed_loss(&self.model, &item.batch, item.w_und, item.w_gen) {
-            Ok(Some(loss)) => MicroLoss::Loss {
-                total: scalar(&loss.total),
-                understanding: loss.understanding.as_ref().map(scalar),
-                generation: loss.generation.as_ref().map(scalar),
-            },
+            Ok(Some(loss)) => MicroLoss::of(&loss),
             Ok(None) => MicroLoss::Empty,
             Err(e) => MicroLoss::Failed(e),
         };

@@ -121,15 +121,25 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, total: f64, und: Option<f64>, generation: Option<f64>) {
+    /// Counts a micro-batch's losses; false (nothing counted) for one without rows.
+    fn add(&mut self, loss: &MicroLoss) -> bool {
+        let MicroLoss::Loss {
+            total,
+            understanding,
+            generation,
+        } = loss
+        else {
+            return false;
+        };
         self.total += total;
         self.micro += 1;
-        if let Some(l) = und {
+        if let Some(l) = understanding {
             self.und = (self.und.0 + l, self.und.1 + 1);
         }
         if let Some(l) = generation {
             self.generation = (self.generation.0 + l, self.generation.1 + 1);
         }
+        true
     }
 
     fn report(&self, step: usize, lr: f64, grad_norm: Option<f64>, elapsed: f64) -> StepReport {
@@ -369,13 +379,7 @@ pub fn train_parallel(
                     let Some(loss) = mixed_loss(&model, &batch, w_und, w_gen)? else {
                         continue;
                     };
-                    let scalar =
-                        |t: &burn::tensor::Tensor<1>| t.clone().into_scalar::<f32>() as f64;
-                    tally.add(
-                        scalar(&loss.total),
-                        loss.understanding.as_ref().map(scalar),
-                        loss.generation.as_ref().map(scalar),
-                    );
+                    tally.add(&MicroLoss::of(&loss));
                     let grads = GradientsParams::from_grads(loss.total.backward(), &model);
                     acc.accumulate(&model, grads);
                 }
@@ -394,13 +398,7 @@ pub fn train_parallel(
                     let (next, results) = parallel.step(model, micro)?;
                     model = next;
                     for r in results {
-                        if let MicroLoss::Loss {
-                            total,
-                            understanding,
-                            generation,
-                        } = r.loss
-                        {
-                            tally.add(total, understanding, generation);
+                        if tally.add(&r.loss) {
                             acc.accumulate(&model, r.grads);
                         }
                     }
