@@ -205,6 +205,27 @@ fn main() {
                 .expand([1, c, s, 2, s, 2])
                 .reshape([1, c, 2 * s, 2 * s])
         });
+        let opts =
+            burn::tensor::ops::InterpolateOptions::new(burn::tensor::ops::InterpolateMode::Nearest)
+                .with_scale_factor([2.0, 2.0]);
+        time(
+            &format!("nearest2x interpolate {c}ch {s}x{s}"),
+            0.0,
+            3,
+            || burn::tensor::module::interpolate(x.clone(), opts.clone()),
+        );
+        if std::env::args().nth(2).is_some() {
+            let a = x
+                .clone()
+                .reshape([1, c, s, 1, s, 1])
+                .expand([1, c, s, 2, s, 2])
+                .reshape([1, c, 2 * s, 2 * s]);
+            let d: f32 = (burn::tensor::module::interpolate(x.clone(), opts.clone()) - a)
+                .abs()
+                .max()
+                .into_scalar();
+            println!("check interpolate {c}ch {s}: max abs diff {d}");
+        }
     }
 }
 
