@@ -58,7 +58,7 @@ pub(crate) fn conv1x1(
 ///
 /// burn's `GroupNorm` widens only f16, so in bf16 it would round the mean, the centred values
 /// and the variance separately (about 0.7 % more relative error through the tiny decoder).
-/// f32 inputs go through the module unchanged.
+/// f32 inputs skip the casts. See [`group_norm_f32`] for why this is not `GroupNorm::forward`.
 ///
 /// # Shapes
 ///
@@ -66,10 +66,12 @@ pub(crate) fn conv1x1(
 /// - output: `[batch, channels, height, width]`
 pub(crate) fn group_norm_forward(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     let dtype = x.dtype();
+    let y = group_norm_f32(norm, x);
     if dtype == DType::F32 {
-        return norm.forward(x);
+        y
+    } else {
+        y.cast(dtype)
     }
-    group_norm_f32(norm, x).cast(dtype)
 }
 
 /// `swish(norm(x))` with `swish(x) = x · sigmoid(x)`, the pre-activation of every conv in
@@ -81,29 +83,56 @@ pub(crate) fn group_norm_forward(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
 /// - output: `[batch, channels, height, width]`
 pub(crate) fn norm_swish(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     let dtype = x.dtype();
+    let y = silu(group_norm_f32(norm, x));
     if dtype == DType::F32 {
-        return silu(norm.forward(x));
+        y
+    } else {
+        y.cast(dtype)
     }
-    silu(group_norm_f32(norm, x)).cast(dtype)
 }
 
 /// GroupNorm of `x` computed entirely in f32 (the result stays f32).
+///
+/// The per-group sums are matrix products (`x · 1` and `c · cᵀ` for the centred values `c`):
+/// they run as blocked dot products, where a `mean_dim` reduction on burn-flex sums sequentially —
+/// at 128×384×384 about 5× slower and 100× less accurate (max error 2e-4 vs 2e-6 against f64).
+/// The affine is folded into one per-channel scale and shift, `y = c·(γ·rstd) + β`, so the full
+/// tensor is touched by one subtraction, one multiplication and one addition.
 fn group_norm_f32(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let groups = norm.num_groups;
-    let x = x
-        .cast(FloatDType::F32)
-        .reshape([b, groups, (c / groups) * h * w]);
-    let mean = x.clone().mean_dim(2);
+    let per_group = c / groups;
+    let n = per_group * h * w;
+    let x = if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(FloatDType::F32)
+    };
+    let x = x.reshape([b * groups, 1, n]);
+    let ones = Tensor::<3>::ones([1, n, 1], (&x.device(), DType::F32));
+    let mean = x.clone().matmul(ones).div_scalar(n as f64); // [b·g, 1, 1]
     let centred = x - mean;
-    let var = centred.clone().square().mean_dim(2);
-    let y = (centred / var.add_scalar(norm.epsilon).sqrt()).reshape([b, c, h, w]);
-    match (&norm.gamma, &norm.beta) {
+    let var = centred
+        .clone()
+        .matmul(centred.clone().swap_dims(1, 2))
+        .div_scalar(n as f64); // [b·g, 1, 1]
+    let rstd = var
+        .add_scalar(norm.epsilon)
+        .sqrt()
+        .recip()
+        .reshape([b, groups, 1]);
+    let centred = centred.reshape([b, c, h * w]);
+    let y = match (&norm.gamma, &norm.beta) {
         (Some(gamma), Some(beta)) => {
-            let gamma = gamma.val().cast(FloatDType::F32).reshape([1, c, 1, 1]);
-            let beta = beta.val().cast(FloatDType::F32).reshape([1, c, 1, 1]);
-            y * gamma + beta
+            let gamma = gamma
+                .val()
+                .cast(FloatDType::F32)
+                .reshape([1, groups, per_group]);
+            let scale = (gamma * rstd).reshape([b, c, 1]);
+            let beta = beta.val().cast(FloatDType::F32).reshape([1, c, 1]);
+            centred * scale + beta
         }
-        _ => y,
-    }
+        _ => centred * rstd.expand([b, groups, per_group]).reshape([b, c, 1]),
+    };
+    y.reshape([b, c, h, w])
 }
