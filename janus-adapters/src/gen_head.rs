@@ -56,8 +56,8 @@ impl GenHead {
     /// - input: `[..., n_embed]` (hidden states after the LLM's final norm)
     /// - output: `[..., image_token_size]` (unnormalised logits)
     pub fn forward<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        self.vision_head
-            .forward(gelu(self.output_mlp_projector.forward(hidden)))
+        let hidden = gelu(crate::linear::forward(&self.output_mlp_projector, hidden));
+        crate::linear::forward(&self.vision_head, hidden)
     }
 }
 

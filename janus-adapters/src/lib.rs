@@ -11,6 +11,7 @@
 mod error;
 mod gen_embed;
 mod gen_head;
+mod linear;
 mod projector;
 
 pub use error::AdapterError;

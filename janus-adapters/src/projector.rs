@@ -131,7 +131,7 @@ impl MlpProjector {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         self.layers.iter().enumerate().fold(x, |x, (k, linear)| {
             let x = if k == 0 { x } else { gelu(x) };
-            linear.forward(x)
+            crate::linear::forward(linear, x)
         })
     }
 }

@@ -2,6 +2,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Distribution, Tensor};
+use janus_kernels::WeightLayout;
 use rayon::prelude::*;
 
 /// Configuration of [`LlamaLinear`].
@@ -63,7 +64,8 @@ impl LlamaLinear {
     /// `x · Wᵀ`.
     ///
     /// Up to [`FEW_ROWS`] rows (a decode step, the two CFG rows of image generation) go through
-    /// [`few_rows_matmul_t`]; more rows (prefill) are one matrix product.
+    /// janus-kernels' bandwidth-bound product where it applies (burn-flex, f32/f16, inference)
+    /// and [`few_rows_matmul_t`] elsewhere; more rows (prefill) are one matrix product.
     ///
     /// # Shapes
     /// - x: `[..., d_input]`
@@ -76,7 +78,8 @@ impl LlamaLinear {
         let rows = x.shape().num_elements() / d_input;
         let x = x.reshape([rows, d_input]);
         let y = if (1..=FEW_ROWS).contains(&rows) {
-            few_rows_matmul_t(x.clone(), weight, BLOCK_BYTES)
+            janus_kernels::few_rows_matmul(&x, &weight, WeightLayout::OutIn)
+                .unwrap_or_else(|| few_rows_matmul_t(x.clone(), weight, BLOCK_BYTES))
         } else {
             x.clone().matmul(weight.transpose())
         };
