@@ -3,7 +3,7 @@
 # (shared/bench/WORKLOAD.md), in one run on one machine, printed as one markdown table.
 #
 #   scripts/side-by-side/run.sh                      # everything, all cores
-#   scripts/side-by-side/run.sh --threads 2 --repeats 3 --hf-repeats 1 --bf16
+#   scripts/side-by-side/run.sh --threads 2 --repeats 3 --hf-repeats 1 --half f16
 #   scripts/side-by-side/run.sh --skip-hf            # ours + llama.cpp only
 #   scripts/side-by-side/run.sh --only ours,llamacpp --stages text
 #   scripts/side-by-side/run.sh --setup-only         # install/build/write models, measure nothing
@@ -34,8 +34,8 @@ HF_REPEATS=1
 LLAMA_REPEATS=""
 STAGES=""
 IMPLS="ours,hf,llamacpp"
-BF16=0
-BF16_STAGES=""
+HALF=""
+HALF_STAGES=""
 F16=1
 SETUP_ONLY=0
 
@@ -49,9 +49,11 @@ usage: scripts/side-by-side/run.sh [options]
   --stages LIST        stages for ours and HF: vision,text,gen,vq (default all)
   --only LIST          implementations to run: ours,hf,llamacpp (default all)
   --skip-ours | --skip-hf | --skip-llamacpp
-  --bf16               also run ours with --dtype bf16 (half-precision column)
-  --bf16-stages LIST   stages of that bf16 run (default: --stages); its decode is slow today
-                       (~10 s/token on 2 cores), so e.g. --bf16-stages vision,vq keeps a run short
+  --half DTYPE         also run ours with 16-bit weights, f16 or bf16 (half-precision column;
+                       compared with llama.cpp F16). Use f16 on CPUs: bf16 products are
+                       converted to f32 on every call by burn-flex (~8 s/token)
+  --half-stages LIST   stages of that run (default: --stages)
+  --bf16 | --bf16-stages LIST   = --half bf16 [--half-stages LIST] (older spelling)
   --no-f16             skip the llama.cpp F16 model
   --setup-only         do the setup steps (venv, llama.cpp build, GGUFs, cargo build) and stop
   -h | --help
@@ -74,8 +76,10 @@ while [ $# -gt 0 ]; do
     --skip-ours) drop_impl ours; shift ;;
     --skip-hf) drop_impl hf; shift ;;
     --skip-llamacpp) drop_impl llamacpp; shift ;;
-    --bf16) BF16=1; shift ;;
-    --bf16-stages) BF16=1; BF16_STAGES="$2"; shift 2 ;;
+    --half) HALF="$2"; shift 2 ;;
+    --half-stages) HALF_STAGES="$2"; shift 2 ;;
+    --bf16) HALF=bf16; shift ;;
+    --bf16-stages) HALF=bf16; HALF_STAGES="$2"; shift 2 ;;
     --no-f16) F16=0; shift ;;
     --setup-only) SETUP_ONLY=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -221,8 +225,8 @@ note_load() { echo "$1	$(loadavg)" >>"$LOADS"; }
 
 STAGE_ARGS=()
 [ -n "$STAGES" ] && STAGE_ARGS=(--only "$STAGES")
-BF16_ARGS=("${STAGE_ARGS[@]}")
-[ -n "$BF16_STAGES" ] && BF16_ARGS=(--only "$BF16_STAGES")
+HALF_ARGS=("${STAGE_ARGS[@]}")
+[ -n "$HALF_STAGES" ] && HALF_ARGS=(--only "$HALF_STAGES")
 
 # measure NAME CMD...: the implementation's stdout goes to runs/<stamp>/NAME.json (the last line
 # is its JSON object), stderr to NAME.log; the load average is noted before and after.
@@ -245,9 +249,9 @@ if want ours; then
   mem_check "ours (f32)" 9
   # = cargo run --release --example bench -- ..., on the binary built above.
   measure ours "$OURS_BIN" --shape pro-1b --dtype f32 --threads "$THREADS" --repeats "$REPEATS" "${STAGE_ARGS[@]}"
-  if [ "$BF16" = 1 ]; then
-    mem_check "ours (bf16)" 5
-    measure ours-bf16 "$OURS_BIN" --shape pro-1b --dtype bf16 --threads "$THREADS" --repeats "$REPEATS" "${BF16_ARGS[@]}"
+  if [ -n "$HALF" ]; then
+    mem_check "ours ($HALF)" 5
+    measure ours-half "$OURS_BIN" --shape pro-1b --dtype "$HALF" --threads "$THREADS" --repeats "$REPEATS" "${HALF_ARGS[@]}"
   fi
 fi
 if want hf; then
@@ -294,7 +298,7 @@ EOF
 RESULTS="$WORK/results-$STAMP.json"
 say "table (results: ${RESULTS#$ROOT/}, outputs: ${RUN#$ROOT/})"
 "$MERGE_PY" "$HERE/table.py" merge \
-  --ours "$RUN/ours.json" --ours-bf16 "$RUN/ours-bf16.json" --hf "$RUN/hf.json" \
+  --ours "$RUN/ours.json" --ours-half "$RUN/ours-half.json" --hf "$RUN/hf.json" \
   --llamacpp-f32 "$RUN/llamacpp-f32.json" --llamacpp-f16 "$RUN/llamacpp-f16.json" \
   --llamacpp-f32-raw "$RUN/llama-bench-f32.raw.json" --llamacpp-f16-raw "$RUN/llama-bench-f16.raw.json" \
   --meta "$RUN/meta.json" --results-out "$RESULTS" --markdown-out "$RUN/table.md"

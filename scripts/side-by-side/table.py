@@ -6,7 +6,7 @@
         --raw-out raw.json
 
     # merge the JSON lines of every implementation into one results file and print the table
-    python table.py merge --ours ours.json [--ours-bf16 b.json] [--hf hf.json] \
+    python table.py merge --ours ours.json [--ours-half h.json] [--hf hf.json] \
         [--llamacpp-f32 l32.json] [--llamacpp-f16 l16.json] [--meta meta.json] \
         --results-out results.json [--markdown-out table.md]
 
@@ -129,8 +129,8 @@ def fmt(v, unit):
 
 def build_table(res, meta):
     cols = [("ours", "ours (janus-rs f32)")]
-    if res.get("ours_bf16"):
-        cols.append(("ours_bf16", "ours bf16"))
+    if res.get("ours_half"):
+        cols.append(("ours_half", f"ours {res['ours_half'].get('dtype', 'half')}"))
     cols += [("hf", "HF transformers (f32)"), ("llamacpp_f32", "llama.cpp f32"),
              ("llamacpp_f16", "llama.cpp F16")]
     head = ["key"] + [c[1] for c in cols] + ["ours/HF", "target ratio"]
@@ -154,8 +154,11 @@ def build_table(res, meta):
                 target = f"**{r:.2f}** ({text}) {'✅' if test(r) else '❌'}"
             else:
                 target = f"– ({text})"
-        if key == "decode_ms_per_token" and get("ours_bf16", key) and get("llamacpp_f16", key):
-            target += f"; bf16/llama.cpp F16 = **{get('ours_bf16', key) / get('llamacpp_f16', key):.2f}**"
+        if key == "decode_ms_per_token" and get("ours_half", key) and get("llamacpp_f16", key):
+            r = get("ours_half", key) / get("llamacpp_f16", key)
+            dtype = res["ours_half"].get("dtype", "half")
+            target += (f"; ours {dtype}/llama.cpp F16 = **{r:.2f}** (≤ 1.15) "
+                       f"{'✅' if r <= 1.15 else '❌'}")
         row.append(target)
         out.append("| " + " | ".join(row) + " |")
 
@@ -187,7 +190,7 @@ def build_table(res, meta):
 def cmd_merge(args):
     res = {
         "ours": last_json_line(args.ours),
-        "ours_bf16": last_json_line(args.ours_bf16),
+        "ours_half": last_json_line(args.ours_half),
         "hf": last_json_line(args.hf),
         "llamacpp_f32": last_json_line(args.llamacpp_f32),
         "llamacpp_f16": last_json_line(args.llamacpp_f16),
@@ -233,7 +236,7 @@ def main():
     p.set_defaults(fn=cmd_llamacpp)
 
     m = sub.add_parser("merge", help="merge JSON lines into a results file and print the table")
-    for name in ("ours", "ours-bf16", "hf", "llamacpp-f32", "llamacpp-f16", "llamacpp-f32-raw",
+    for name in ("ours", "ours-half", "hf", "llamacpp-f32", "llamacpp-f16", "llamacpp-f32-raw",
                  "llamacpp-f16-raw", "meta", "results-out", "markdown-out"):
         m.add_argument("--" + name)
     m.set_defaults(fn=cmd_merge)
