@@ -7,6 +7,8 @@
 //! cargo run --release --example gemv_layouts
 //! ```
 
+// Links the root package, whose global allocator (mimalloc) the measured binaries run with.
+use janus_rs as _;
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};

@@ -8,7 +8,7 @@
 //! ```text
 //! mkfifo /tmp/ctl
 //! PERF_CTL=/tmp/ctl perf record --control=fifo:/tmp/ctl -D -1 -g \
-//!     ./target/release/examples/llm_phases decode
+//!     ./target/release/examples/llm_phases decode [steps] [f32|f16|bf16]
 //! ```
 
 #[path = "../benches/common/mod.rs"]
@@ -35,7 +35,12 @@ fn main() -> anyhow::Result<()> {
     let steps: usize = std::env::args()
         .nth(2)
         .map_or(Ok(DECODE_STEPS), |s| s.parse())?;
-    let w = Workload::new(Shape::Pro1b.config()?, DType::F32, Device::flex())?;
+    let dtype = match std::env::args().nth(3) {
+        Some(name) => workload::parse_dtype(&name)
+            .ok_or_else(|| anyhow::anyhow!("unknown dtype {name}: f32, f16 or bf16"))?,
+        None => DType::F32,
+    };
+    let w = Workload::new(Shape::Pro1b.config()?, dtype, Device::flex())?;
     match stage.as_str() {
         "prefill" => {
             perf_ctl("enable");

@@ -10,6 +10,8 @@
 //! conv; explicit attention; GroupNorm through matrix-product sums); `check` compares them with
 //! the reference op.
 
+// Links the root package, whose global allocator (mimalloc) the measured binaries run with.
+use janus_rs as _;
 use std::time::Instant;
 
 use burn::nn::conv::Conv2dConfig;

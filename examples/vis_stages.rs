@@ -6,6 +6,8 @@
 //! cargo run --release --example vis_stages -- vision|vq [N]
 //! ```
 
+// Links the root package, whose global allocator (mimalloc) the measured binaries run with.
+use janus_rs as _;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleMapper, Param};

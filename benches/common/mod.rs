@@ -9,6 +9,9 @@
 // Each includer uses a different subset.
 #![allow(dead_code)]
 
+// Links the root package, whose global allocator every timed binary should run with.
+use janus_rs as _;
+
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
