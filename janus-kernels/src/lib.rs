@@ -32,9 +32,6 @@ pub fn few_rows_matmul(
     }
 }
 
-/// Whether [`few_rows_matmul`] can ever apply in this build (the `flex` feature).
-pub const ENABLED: bool = cfg!(feature = "flex");
-
 #[cfg(feature = "flex")]
 mod flex {
     use super::rows::{Weights, matmul_rows};
@@ -70,18 +67,15 @@ mod flex {
         }
         let w = weight.clone().try_into_primitive::<Flex>().ok()?;
         let xt = x.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
+        if !aligned(&w, dtype.size()) || !aligned(&xt, dtype.size()) {
+            return None;
+        }
         let y = match dtype {
             DType::F32 => {
-                if !aligned(&w, 4) || !aligned(&xt, 4) {
-                    return None;
-                }
                 let xs = xt.as_slice::<f32>()?;
                 matmul_rows(xs, rows, Weights::F32(w.as_slice()?), layout, d_in, d_out)?
             }
             _ => {
-                if !aligned(&w, 2) || !aligned(&xt, 2) {
-                    return None;
-                }
                 let xs: Vec<f32> = xt.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect();
                 matmul_rows(&xs, rows, Weights::F16(w.as_slice()?), layout, d_in, d_out)?
             }

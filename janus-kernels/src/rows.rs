@@ -212,12 +212,17 @@ impl Element for f16 {
     }
 }
 
-/// Element types with an AVX2 kernel.
+/// Element types with an AVX2 kernel. The defaults are the portable loops, which is what a
+/// target without x86-64 gets (`Isa::detect` never returns `Avx2` there).
 trait Avx2Element: Element {
     /// `out[r] = w · xs[r]`.
-    fn dot_avx2(w: &[Self], xs: &[&[f32]], out: &mut [f32]);
+    fn dot_avx2(w: &[Self], xs: &[&[f32]], out: &mut [f32]) {
+        dot_portable(w, xs, out)
+    }
     /// `acc[r, c] += Σ_i xs[r][i] · w[i·d_out + c0 + c]` for `c < cb`.
-    fn axpy_avx2(w: &[Self], d_out: usize, c0: usize, cb: usize, xs: &[&[f32]], acc: &mut [f32]);
+    fn axpy_avx2(w: &[Self], d_out: usize, c0: usize, cb: usize, xs: &[&[f32]], acc: &mut [f32]) {
+        axpy_portable(w, d_out, c0, cb, xs, acc)
+    }
 }
 
 fn dot_group<E: Avx2Element>(isa: Isa, w: &[E], xs: &[&[f32]], out: &mut [f32]) {
@@ -287,27 +292,10 @@ fn axpy_portable<E: Element>(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-mod avx2 {
-    use super::*;
+impl Avx2Element for f32 {}
 
-    impl Avx2Element for f32 {
-        fn dot_avx2(w: &[Self], xs: &[&[f32]], out: &mut [f32]) {
-            dot_portable(w, xs, out)
-        }
-        fn axpy_avx2(w: &[Self], d: usize, c0: usize, cb: usize, xs: &[&[f32]], a: &mut [f32]) {
-            axpy_portable(w, d, c0, cb, xs, a)
-        }
-    }
-
-    impl Avx2Element for f16 {
-        fn dot_avx2(w: &[Self], xs: &[&[f32]], out: &mut [f32]) {
-            dot_portable(w, xs, out)
-        }
-        fn axpy_avx2(w: &[Self], d: usize, c0: usize, cb: usize, xs: &[&[f32]], a: &mut [f32]) {
-            axpy_portable(w, d, c0, cb, xs, a)
-        }
-    }
-}
+#[cfg(not(target_arch = "x86_64"))]
+impl Avx2Element for f16 {}
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
