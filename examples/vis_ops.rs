@@ -237,13 +237,28 @@ fn padded_flat(x: Tensor<4>) -> Tensor<3> {
         .reshape([b, c, (h + 3) * (w + 2)])
 }
 
+/// The sum of the per-tap products, added left to right.
+fn sum_all(parts: Vec<Tensor<3>>) -> Tensor<3> {
+    parts
+        .into_iter()
+        .reduce(|a, b| a + b)
+        .expect("at least one tap")
+}
+
+/// `[b, cout, h·(w + 2)]` rows over the padded width back to `[b, cout, h, w]`.
+fn crop_padded(y: Tensor<3>, h: usize, w: usize) -> Tensor<4> {
+    let [b, cout, _] = y.dims();
+    y.reshape([b, cout, h, w + 2])
+        .slice([0..b, 0..cout, 0..h, 0..w])
+}
+
 fn conv_9gemm(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
     let [b, cin, h, w] = x.dims();
     let cout = weight.dims()[0];
     let wp = w + 2;
     let l = h * wp;
     let xp = padded_flat(x);
-    let mut out: Option<Tensor<3>> = None;
+    let mut parts = Vec::new();
     for kh in 0..3 {
         for kw in 0..3 {
             let wk = weight
@@ -252,15 +267,10 @@ fn conv_9gemm(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
                 .reshape([1, cout, cin]);
             let off = kh * wp + kw;
             let y = wk.matmul(xp.clone().slice([0..b, 0..cin, off..off + l]));
-            out = Some(match out {
-                None => y,
-                Some(o) => o + y,
-            });
+            parts.push(y);
         }
     }
-    out.unwrap()
-        .reshape([b, cout, h, wp])
-        .slice([0..b, 0..cout, 0..h, 0..w])
+    crop_padded(sum_all(parts), h, w)
 }
 
 fn conv_3gemm(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
@@ -281,7 +291,7 @@ fn conv_3gemm(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
         2,
     )
     .reshape([b, cin * 3, lc]);
-    let mut out: Option<Tensor<3>> = None;
+    let mut parts = Vec::new();
     for kh in 0..3 {
         let wk = weight
             .clone()
@@ -289,14 +299,9 @@ fn conv_3gemm(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
             .reshape([1, cout, cin * 3]);
         let off = kh * wp;
         let y = wk.matmul(col.clone().slice([0..b, 0..cin * 3, off..off + l]));
-        out = Some(match out {
-            None => y,
-            Some(o) => o + y,
-        });
+        parts.push(y);
     }
-    out.unwrap()
-        .reshape([b, cout, h, wp])
-        .slice([0..b, 0..cout, 0..h, 0..w])
+    crop_padded(sum_all(parts), h, w)
 }
 
 fn conv_im2col(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
@@ -317,11 +322,7 @@ fn conv_im2col(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
         }
     }
     let col = Tensor::cat(views, 2).reshape([b, cin * 9, l]);
-    weight
-        .reshape([1, cout, cin * 9])
-        .matmul(col)
-        .reshape([b, cout, h, wp])
-        .slice([0..b, 0..cout, 0..h, 0..w])
+    crop_padded(weight.reshape([1, cout, cin * 9]).matmul(col), h, w)
 }
 
 /// NHWC windows: rows of the unfolded flat padded image are the 3 horizontal taps of all channels.
@@ -335,7 +336,7 @@ fn conv_nhwc3(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
         .pad([(1, 2), (1, 1), (0, 0)], PadMode::Constant(0.0))
         .reshape([b, (h + 3) * wp * cin]);
     let win = xp.unfold::<3, _>(1, 3 * cin, cin); // [b, (h+3)wp - 2, 3cin]
-    let mut out: Option<Tensor<3>> = None;
+    let mut parts = Vec::new();
     for kh in 0..3 {
         let wk = weight
             .clone()
@@ -345,12 +346,9 @@ fn conv_nhwc3(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
             .reshape([1, 3 * cin, cout]);
         let xk = win.clone().slice([0..b, kh * wp..kh * wp + l, 0..3 * cin]);
         let y = xk.matmul(wk);
-        out = Some(match out {
-            None => y,
-            Some(o) => o + y,
-        });
+        parts.push(y);
     }
-    out.unwrap()
+    sum_all(parts)
         .reshape([b, h, wp, cout])
         .slice([0..b, 0..h, 0..w, 0..cout])
         .permute([0, 3, 1, 2])
