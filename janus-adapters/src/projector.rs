@@ -5,7 +5,6 @@ use core::str::FromStr;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{AdapterError, non_zero};
@@ -130,7 +129,7 @@ impl MlpProjector {
     /// - output: `[..., n_embed]` (`[..., input_dim]` for `identity`)
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         self.layers.iter().enumerate().fold(x, |x, (k, linear)| {
-            let x = if k == 0 { x } else { gelu(x) };
+            let x = if k == 0 { x } else { janus_kernels::gelu(x) };
             crate::linear::forward(linear, x)
         })
     }

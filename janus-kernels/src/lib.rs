@@ -1,10 +1,87 @@
 #![doc = include_str!("../README.md")]
 
+pub mod act;
+pub mod attention;
 pub mod rows;
+mod vmath;
 
 pub use rows::{MAX_ROWS, WeightLayout};
 
 use burn::tensor::Tensor;
+
+/// Exact (erf) GELU, `x · Φ(x)`: [`act::gelu_erf`] on both cores for f32 burn-flex tensors
+/// without autodiff (in place when `x` owns its buffer), burn's `gelu` otherwise.
+///
+/// # Shapes
+/// - x, output: any
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::map_in_place(x, act::gelu_erf) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::gelu(x)
+}
+
+/// SiLU, `x · sigmoid(x)`: [`act::silu`] on both cores for f32 burn-flex tensors without
+/// autodiff, burn's `silu` otherwise.
+///
+/// # Shapes
+/// - x, output: any
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::map_in_place(x, act::silu) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::silu(x)
+}
+
+/// GroupNorm with a per-channel affine (and SiLU after it when `then_silu`) through
+/// [`act::group_norm`], for f32 burn-flex tensors without autodiff. Returns `Err(x)` untouched
+/// otherwise (or when the sizes do not fit), and the caller uses its own ops.
+///
+/// # Shapes
+/// - x, output: `[batch, channels, height, width]`; gamma, beta: `[channels]`
+// The `Err` is the caller's tensor handed back untouched; boxing it would allocate per fallback.
+#[allow(clippy::result_large_err)]
+pub fn group_norm(
+    x: Tensor<4>,
+    gamma: &Tensor<1>,
+    beta: &Tensor<1>,
+    groups: usize,
+    eps: f64,
+    then_silu: bool,
+) -> Result<Tensor<4>, Tensor<4>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::group_norm(x, gamma, beta, groups, eps, then_silu)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (gamma, beta, groups, eps, then_silu);
+        Err(x)
+    }
+}
+
+/// Unmasked multi-head attention from a fused `qkv` projection through
+/// [`attention::attention_qkv`], for f32 burn-flex tensors without autodiff; `None` otherwise,
+/// and the caller uses burn's `attention`.
+///
+/// # Shapes
+/// - qkv: `[batch, tokens, 3 · heads · head_dim]`, rows laid out `(q, k, v) × heads × head_dim`
+/// - output: `[batch, tokens, heads · head_dim]`
+pub fn attention_qkv(qkv: &Tensor<3>, heads: usize) -> Option<Tensor<3>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::attention_qkv(qkv, heads)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (qkv, heads);
+        None
+    }
+}
 
 /// `x · Wᵀ` (`OutIn`) or `x · W` (`InOut`) through [`rows::matmul_rows`], when it applies.
 ///
@@ -39,11 +116,123 @@ mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::tensor::{DType, Tensor, TensorData, f16};
+    use burn_dispatch::{
+        BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind,
+    };
 
     /// Whether the storage can be viewed as elements of `align` bytes (`as_slice` would panic
     /// on a misaligned buffer).
     fn aligned(t: &FlexTensor, align: usize) -> bool {
         t.bytes().as_ptr().align_offset(align) == 0
+    }
+
+    /// The flex primitive of an f32 tensor without autodiff, or the tensor back untouched.
+    #[allow(clippy::result_large_err)]
+    fn take_f32<const D: usize>(x: Tensor<D>) -> Result<FlexTensor, Tensor<D>> {
+        if x.dtype() != DType::F32 {
+            return Err(x);
+        }
+        match x.into_dispatch() {
+            DispatchTensor {
+                kind: DispatchTensorKind::Flex(BackendTensor::Float(t)),
+                autodiff: DispatchAutodiffContext::Disabled,
+            } => Ok(t),
+            other => Err(Tensor::from_dispatch(other)),
+        }
+    }
+
+    /// `t` as a uniquely owned, contiguous, aligned f32 buffer starting at offset 0 (copied
+    /// only when it is not one already).
+    fn owned(t: FlexTensor) -> FlexTensor {
+        let n = t.layout().num_elements();
+        let whole = t.is_contiguous()
+            && t.layout().start_offset() == 0
+            && t.bytes().len() == n * 4
+            && aligned(&t, 4);
+        if whole && t.is_unique() {
+            return t;
+        }
+        let shape = t.layout().shape().clone();
+        let values: Vec<f32> = match t.as_slice::<f32>() {
+            Some(s) if aligned(&t, 4) => s.to_vec(),
+            _ => t
+                .to_contiguous()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap_or_default(),
+        };
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+
+    #[allow(clippy::result_large_err)]
+    pub(super) fn map_in_place<const D: usize>(
+        x: Tensor<D>,
+        f: impl FnOnce(&mut [f32]),
+    ) -> Result<Tensor<D>, Tensor<D>> {
+        let mut t = owned(take_f32(x)?);
+        if let Some(values) = t.try_storage_mut::<f32>() {
+            f(values);
+        }
+        Ok(Tensor::from_primitive::<Flex>(t))
+    }
+
+    fn values_f32(t: &Tensor<1>) -> Option<Vec<f32>> {
+        t.clone()
+            .cast(DType::F32)
+            .into_data()
+            .try_to_vec::<f32>()
+            .ok()
+    }
+
+    #[allow(clippy::result_large_err)]
+    pub(super) fn group_norm(
+        x: Tensor<4>,
+        gamma: &Tensor<1>,
+        beta: &Tensor<1>,
+        groups: usize,
+        eps: f64,
+        then_silu: bool,
+    ) -> Result<Tensor<4>, Tensor<4>> {
+        let [batch, channels, height, width] = x.dims();
+        let (Some(g), Some(b)) = (values_f32(gamma), values_f32(beta)) else {
+            return Err(x);
+        };
+        let fits = groups > 0
+            && channels.is_multiple_of(groups)
+            && g.len() == channels
+            && b.len() == channels
+            && height * width > 0;
+        if !fits {
+            return Err(x);
+        }
+        let mut t = owned(take_f32(x)?);
+        if let Some(values) = t.try_storage_mut::<f32>() {
+            let spatial = height * width;
+            let done = super::act::group_norm(
+                values, batch, channels, spatial, groups, &g, &b, eps as f32, then_silu,
+            );
+            debug_assert!(done, "sizes were checked above");
+        }
+        Ok(Tensor::from_primitive::<Flex>(t))
+    }
+
+    pub(super) fn attention_qkv(qkv: &Tensor<3>, heads: usize) -> Option<Tensor<3>> {
+        let [batch, tokens, three_width] = qkv.dims();
+        if heads == 0 || !three_width.is_multiple_of(3 * heads) {
+            return None;
+        }
+        let head_dim = three_width / 3 / heads;
+        // Read-only: a contiguous, aligned view is used where it lies (no copy).
+        let t = take_f32(qkv.clone()).ok()?;
+        let t = if t.is_contiguous() && aligned(&t, 4) {
+            t
+        } else {
+            owned(t)
+        };
+        let out =
+            super::attention::attention_qkv(t.as_slice::<f32>()?, batch, tokens, heads, head_dim)?;
+        let data = TensorData::new(out, [batch, tokens, heads * head_dim]);
+        Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
     }
 
     pub(super) fn few_rows_matmul(
@@ -131,6 +320,94 @@ mod flex {
                     close(&y, &x32.matmul(w32.transpose()), 1e-3);
                 }
             }
+        }
+
+        fn random<const D: usize>(shape: [usize; D]) -> Tensor<D> {
+            Tensor::random(
+                shape,
+                burn::tensor::Distribution::Normal(0.0, 2.0),
+                &Device::flex(),
+            )
+        }
+
+        #[test]
+        fn activations_match_burn_and_leave_shared_inputs_alone() {
+            use burn::tensor::activation;
+            let x = random([3, 7, 33]);
+            let kept: Vec<f32> = x.clone().into_data().try_to_vec().unwrap();
+            // Shared (x is still held), then a transposed view: both must be copied, not mutated.
+            close(
+                &super::super::gelu(x.clone()).reshape([21, 33]),
+                &activation::gelu(x.clone()).reshape([21, 33]),
+                1e-6,
+            );
+            close(
+                &super::super::silu(x.clone().swap_dims(1, 2)).reshape([99, 7]),
+                &activation::silu(x.clone().swap_dims(1, 2)).reshape([99, 7]),
+                1e-6,
+            );
+            let now: Vec<f32> = x.clone().into_data().try_to_vec().unwrap();
+            assert_eq!(now, kept);
+            // Other dtypes and autodiff take burn's ops.
+            let h = x.clone().cast(DType::F16);
+            assert_eq!(super::super::gelu(h).dtype(), DType::F16);
+            let ad = Tensor::<3>::from_data(x.clone().into_data(), &Device::flex().autodiff())
+                .require_grad();
+            let y = super::super::silu(ad.clone());
+            let grads = y.sum().backward();
+            assert!(ad.grad(&grads).is_some());
+        }
+
+        #[test]
+        fn group_norm_matches_burns_module() {
+            use burn::nn::GroupNormConfig;
+            let device = Device::flex();
+            let mut norm = GroupNormConfig::new(4, 8).with_epsilon(1e-6).init(&device);
+            norm.gamma = norm.gamma.map(|g| g.map(|_| random([8]) + 1.0));
+            norm.beta = norm.beta.map(|b| b.map(|_| random([8])));
+            let x = random([2, 8, 5, 3]) + 3.0;
+            let (gamma, beta) = (
+                norm.gamma.as_ref().unwrap().val(),
+                norm.beta.as_ref().unwrap().val(),
+            );
+            for then_silu in [false, true] {
+                let y = super::super::group_norm(x.clone(), &gamma, &beta, 4, 1e-6, then_silu)
+                    .expect("applies");
+                let mut want = norm.forward(x.clone());
+                if then_silu {
+                    want = burn::tensor::activation::silu(want);
+                }
+                close(&y.reshape([16, 15]), &want.reshape([16, 15]), 1e-5);
+            }
+            // Groups that do not divide the channels: the tensor comes back untouched.
+            let back = super::super::group_norm(x.clone(), &gamma, &beta, 3, 1e-6, true);
+            assert!(back.is_err_and(|t| t.dims() == [2, 8, 5, 3]));
+        }
+
+        #[test]
+        fn attention_matches_burns_attention() {
+            use burn::tensor::module::attention;
+            use burn::tensor::ops::AttentionModuleOptions;
+            let (b, n, h, d) = (2, 11, 3, 4);
+            let qkv = random([b, n, 3 * h * d]);
+            let got = super::super::attention_qkv(&qkv, h).expect("applies");
+            let parts = qkv
+                .clone()
+                .reshape([b, n, 3, h, d])
+                .permute([2, 0, 3, 1, 4]);
+            let part = |i: usize| parts.clone().narrow(0, i, 1).reshape([b, h, n, d]);
+            let want = attention(
+                part(0),
+                part(1),
+                part(2),
+                None,
+                None,
+                AttentionModuleOptions::default(),
+            )
+            .swap_dims(1, 2)
+            .reshape([b * n, h * d]);
+            close(&got.reshape([b * n, h * d]), &want, 1e-5);
+            assert!(super::super::attention_qkv(&qkv, 5).is_none());
         }
 
         #[test]

@@ -71,10 +71,13 @@ impl Attention {
         let heads = self.heads;
         let head_dim = width / heads;
 
+        let qkv = self.qkv.forward(x);
+        // On burn-flex: per-head products on the fused rows where they lie, vectorised softmax.
+        if let Some(out) = janus_kernels::attention_qkv(&qkv, heads) {
+            return self.proj.forward(out);
+        }
         // [B, N, 3W] -> [B, N, 3, H, Dh] -> [3, B, H, N, Dh]: the fused rows are (q,k,v)×H×Dh.
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = qkv
             .reshape([batch, tokens, 3, heads, head_dim])
             .permute([2, 0, 3, 1, 4]);
         let split = |i: usize| {

@@ -3,7 +3,6 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{SiglipError, non_zero};
@@ -50,7 +49,7 @@ impl Mlp {
     /// - input: `[..., width]`
     /// - output: `[..., width]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        self.fc2.forward(janus_kernels::gelu(self.fc1.forward(x)))
     }
 }
 
