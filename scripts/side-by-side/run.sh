@@ -4,6 +4,8 @@
 #
 #   scripts/side-by-side/run.sh                      # everything, all cores
 #   scripts/side-by-side/run.sh --threads 2 --repeats 3 --hf-repeats 1 --half f16
+#   scripts/side-by-side/run.sh --threads 2 --rounds 3 --half f16 --half-stages text,gen
+#   scripts/side-by-side/run.sh --rounds 3 --half f16 --dry-run   # print the plan, do nothing
 #   scripts/side-by-side/run.sh --skip-hf            # ours + llama.cpp only
 #   scripts/side-by-side/run.sh --only ours,llamacpp --stages text
 #   scripts/side-by-side/run.sh --setup-only         # install/build/write models, measure nothing
@@ -14,6 +16,12 @@
 # gguf/ (random-weight GGUFs), logs/, runs/<stamp>/ (each implementation's output) and
 # results-<stamp>.json (raw JSON of all three plus the table). Every setup step is skipped when
 # its output is already there, so a second run only measures.
+#
+# --rounds N (N > 1) measures ours, ours-half and llama.cpp N times in alternation (round k:
+# ours, ours-half, llamacpp-f32, llamacpp-f16; outputs NAME-rK.json, llama-bench-DTYPE-rK.raw.json)
+# and HF once after the rounds; the table gives the median over rounds and the min–max. This VM's
+# memory bandwidth drifts in windows of tens of seconds to minutes, so with one measurement each,
+# measured back to back, a ratio mostly tells which window each side landed in.
 set -euo pipefail
 
 ORIG_ARGS="$*"
@@ -38,6 +46,8 @@ HALF=""
 HALF_STAGES=""
 F16=1
 SETUP_ONLY=0
+ROUNDS=1
+DRY_RUN=0
 
 usage() {
   cat <<EOF
@@ -55,7 +65,15 @@ usage: scripts/side-by-side/run.sh [options]
   --half-stages LIST   stages of that run (default: --stages)
   --bf16 | --bf16-stages LIST   = --half bf16 [--half-stages LIST] (older spelling)
   --no-f16             skip the llama.cpp F16 model
+  --rounds N           measure ours, ours-half and llama.cpp N times, alternating (round k: ours,
+                       ours-half, llamacpp-f32, llamacpp-f16), HF once after the rounds; the table
+                       gives each cell's median over the rounds and its min-max (default 1: each
+                       once, in the order ours, ours-half, hf, llamacpp-f32, llamacpp-f16). This
+                       VM's memory bandwidth drifts in windows of tens of seconds to minutes, so
+                       one measurement each, back to back, makes the ratios mostly luck
   --setup-only         do the setup steps (venv, llama.cpp build, GGUFs, cargo build) and stop
+  --dry-run            print what would be measured, in order, and where it would go; no setup,
+                       no measuring, nothing written
   -h | --help
 environment: TORCH_VERSION=$TORCH_VERSION TRANSFORMERS_VERSION=$TRANSFORMERS_VERSION
   GGUF_VERSION=$GGUF_VERSION LLAMA_CPP_PYTHON_VERSION=$LLAMA_CPP_PYTHON_VERSION PYTHON=$PYTHON
@@ -66,6 +84,10 @@ EOF
 drop_impl() { IMPLS="$(echo ",$IMPLS," | sed "s/,$1,/,/g; s/^,//; s/,$//")"; }
 
 while [ $# -gt 0 ]; do
+  case "$1" in
+    --threads|--repeats|--hf-repeats|--llamacpp-repeats|--stages|--only|--half|--half-stages|--bf16-stages|--rounds)
+      [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; usage >&2; exit 2; } ;;
+  esac
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
     --repeats) REPEATS="$2"; shift 2 ;;
@@ -81,21 +103,29 @@ while [ $# -gt 0 ]; do
     --bf16) HALF=bf16; shift ;;
     --bf16-stages) HALF=bf16; HALF_STAGES="$2"; shift 2 ;;
     --no-f16) F16=0; shift ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 LLAMA_REPEATS="${LLAMA_REPEATS:-$REPEATS}"
+if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "run.sh: --rounds needs a positive integer (1, 2, 3, ...), got '$ROUNDS'" >&2; exit 2
+fi
 for i in ${IMPLS//,/ }; do
   case "$i" in ours|hf|llamacpp) ;; *) echo "run.sh: unknown implementation '$i' (ours,hf,llamacpp)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$IMPLS," == *",$1,"* ]]; }
 
-mkdir -p "$WORK/logs" "$WORK/dl" "$WORK/gguf"
 LOGS="$WORK/logs"
 VENV="$WORK/venv"
 PY="$VENV/bin/python"
+LLAMA_BENCH="$WORK/llama-build/bin/llama-bench"
+GGUF_F32="$WORK/gguf/janus-pro-1b-llm-f32.gguf"
+GGUF_F16="$WORK/gguf/janus-pro-1b-llm-f16.gguf"
+OURS_BIN="$WORK/bin/janus-bench"
 
 say() { echo "== side-by-side: $*" >&2; }
 die() { echo "side-by-side: ERROR: $*" >&2; exit 1; }
@@ -116,6 +146,7 @@ step() {
 }
 
 mem_check() { # mem_check WHAT GIB: warns when less memory is available than the stage needs
+  [ "$DRY_RUN" = 1 ] && return 0
   local avail_kb
   avail_kb="$(awk '/MemAvailable/ {print $2}' /proc/meminfo)"
   if [ "$avail_kb" -lt $(( $2 * 1024 * 1024 )) ]; then
@@ -123,7 +154,93 @@ mem_check() { # mem_check WHAT GIB: warns when less memory is available than the
   fi
 }
 
+# --- the measurement plan (run by the measuring part at the end, printed by --dry-run) --------
+
+STAGE_ARGS=()
+[ -n "$STAGES" ] && STAGE_ARGS=(--only "$STAGES")
+HALF_ARGS=("${STAGE_ARGS[@]}")
+[ -n "$HALF_STAGES" ] && HALF_ARGS=(--only "$HALF_STAGES")
+
+# rsuffix K: the file-name suffix of round K: none with --rounds 1 (a single run's names), -rK
+# otherwise.
+rsuffix() { if [ "$ROUNDS" = 1 ]; then echo ""; else echo "-r$1"; fi; }
+
+measure_hf() {
+  mem_check "HF transformers" 10
+  measure hf "$PY" "$HERE/hf_bench.py" --threads "$THREADS" --repeats "$HF_REPEATS" ${STAGES:+--only "$STAGES"}
+}
+
+# measure_round K: ours, ours-half, llamacpp-f32, llamacpp-f16 (those enabled); with --rounds 1
+# HF between ours and llama.cpp, as before --rounds existed.
+measure_round() {
+  local s
+  s="$(rsuffix "$1")"
+  if want ours; then
+    mem_check "ours (f32)" 9
+    # = cargo run --release --example bench -- ..., on the binary built above.
+    measure "ours$s" "$OURS_BIN" --shape pro-1b --dtype f32 --threads "$THREADS" --repeats "$REPEATS" "${STAGE_ARGS[@]}"
+    if [ -n "$HALF" ]; then
+      mem_check "ours ($HALF)" 5
+      measure "ours-half$s" "$OURS_BIN" --shape pro-1b --dtype "$HALF" --threads "$THREADS" --repeats "$REPEATS" "${HALF_ARGS[@]}"
+    fi
+  fi
+  if [ "$ROUNDS" = 1 ] && want hf; then
+    measure_hf
+  fi
+  if want llamacpp; then
+    mem_check "llama.cpp f32" 8
+    measure "llamacpp-f32$s" "$PY" "$HERE/table.py" llamacpp --bench "$LLAMA_BENCH" --model "$GGUF_F32" \
+      --dtype f32 --threads "$THREADS" --repeats "$LLAMA_REPEATS" --raw-out "$RUN/llama-bench-f32$s.raw.json"
+    if [ "$F16" = 1 ]; then
+      measure "llamacpp-f16$s" "$PY" "$HERE/table.py" llamacpp --bench "$LLAMA_BENCH" --model "$GGUF_F16" \
+        --dtype f16 --threads "$THREADS" --repeats "$LLAMA_REPEATS" --raw-out "$RUN/llama-bench-f16$s.raw.json"
+    fi
+  fi
+}
+
+# measure_all: the rounds, then (with --rounds > 1) HF once: it takes many minutes.
+measure_all() {
+  local k
+  for ((k = 1; k <= ROUNDS; k++)); do
+    [ "$ROUNDS" = 1 ] || say "round $k of $ROUNDS"
+    measure_round "$k"
+  done
+  if [ "$ROUNDS" != 1 ] && want hf; then
+    measure_hf
+  fi
+}
+
+# merge_files: sets MERGE_FILES to table.py merge's input files under $RUN, one per round for the
+# alternated implementations (files of skipped implementations do not exist; the merge ignores them).
+merge_files() {
+  local k s
+  MERGE_FILES=()
+  for ((k = 1; k <= ROUNDS; k++)); do
+    s="$(rsuffix "$k")"
+    MERGE_FILES+=(--ours "$RUN/ours$s.json" --ours-half "$RUN/ours-half$s.json"
+      --llamacpp-f32 "$RUN/llamacpp-f32$s.json" --llamacpp-f16 "$RUN/llamacpp-f16$s.json"
+      --llamacpp-f32-raw "$RUN/llama-bench-f32$s.raw.json" --llamacpp-f16-raw "$RUN/llama-bench-f16$s.raw.json")
+  done
+  MERGE_FILES+=(--hf "$RUN/hf.json")
+}
+
+if [ "$DRY_RUN" = 1 ]; then
+  RUN="$WORK/runs/<stamp>"
+  # measure NAME CMD...: prints the command and where its output would go.
+  measure() {
+    local name="$1"; shift
+    echo "measure $name > ${RUN#"$ROOT"/}/$name.json 2> ${RUN#"$ROOT"/}/$name.log: $*"
+  }
+  echo "dry run: implementations $IMPLS, $ROUNDS round(s); no setup, nothing measured or written"
+  measure_all
+  merge_files
+  echo "merge: table.py merge ${MERGE_FILES[*]//"$ROOT"\//} --meta ${RUN#"$ROOT"/}/meta.json ..."
+  exit 0
+fi
+
 # --- setup: Python environment ---------------------------------------------------------------
+
+mkdir -p "$WORK/logs" "$WORK/dl" "$WORK/gguf"
 
 need_venv=0
 want hf && need_venv=1
@@ -152,9 +269,6 @@ fi
 
 # --- setup: llama.cpp from the llama-cpp-python sdist, and the GGUFs -------------------------
 
-LLAMA_BENCH="$WORK/llama-build/bin/llama-bench"
-GGUF_F32="$WORK/gguf/janus-pro-1b-llm-f32.gguf"
-GGUF_F16="$WORK/gguf/janus-pro-1b-llm-f16.gguf"
 if want llamacpp; then
   SDIST="$WORK/dl/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
   SRC="$WORK/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
@@ -196,7 +310,6 @@ git_desc() {
   fi
   echo "$d"
 }
-OURS_BIN="$WORK/bin/janus-bench"
 OURS_GIT=""
 if want ours; then
   # Waits for the cargo lock when another build holds it. The binary is copied out of target/
@@ -223,11 +336,6 @@ LOADS="$RUN/loads.txt"
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 note_load() { echo "$1	$(loadavg)" >>"$LOADS"; }
 
-STAGE_ARGS=()
-[ -n "$STAGES" ] && STAGE_ARGS=(--only "$STAGES")
-HALF_ARGS=("${STAGE_ARGS[@]}")
-[ -n "$HALF_STAGES" ] && HALF_ARGS=(--only "$HALF_STAGES")
-
 # measure NAME CMD...: the implementation's stdout goes to runs/<stamp>/NAME.json (the last line
 # is its JSON object), stderr to NAME.log; the load average is noted before and after.
 measure() {
@@ -245,28 +353,7 @@ measure() {
   tail -n 1 "$RUN/$name.json" >&2
 }
 
-if want ours; then
-  mem_check "ours (f32)" 9
-  # = cargo run --release --example bench -- ..., on the binary built above.
-  measure ours "$OURS_BIN" --shape pro-1b --dtype f32 --threads "$THREADS" --repeats "$REPEATS" "${STAGE_ARGS[@]}"
-  if [ -n "$HALF" ]; then
-    mem_check "ours ($HALF)" 5
-    measure ours-half "$OURS_BIN" --shape pro-1b --dtype "$HALF" --threads "$THREADS" --repeats "$REPEATS" "${HALF_ARGS[@]}"
-  fi
-fi
-if want hf; then
-  mem_check "HF transformers" 10
-  measure hf "$PY" "$HERE/hf_bench.py" --threads "$THREADS" --repeats "$HF_REPEATS" ${STAGES:+--only "$STAGES"}
-fi
-if want llamacpp; then
-  mem_check "llama.cpp f32" 8
-  measure llamacpp-f32 "$PY" "$HERE/table.py" llamacpp --bench "$LLAMA_BENCH" --model "$GGUF_F32" \
-    --dtype f32 --threads "$THREADS" --repeats "$LLAMA_REPEATS" --raw-out "$RUN/llama-bench-f32.raw.json"
-  if [ "$F16" = 1 ]; then
-    measure llamacpp-f16 "$PY" "$HERE/table.py" llamacpp --bench "$LLAMA_BENCH" --model "$GGUF_F16" \
-      --dtype f16 --threads "$THREADS" --repeats "$LLAMA_REPEATS" --raw-out "$RUN/llama-bench-f16.raw.json"
-  fi
-fi
+measure_all
 
 # --- merge ---------------------------------------------------------------------------------
 
@@ -287,6 +374,7 @@ json.dump({
     "repeats": $REPEATS,
     "hf_repeats": $HF_REPEATS,
     "llamacpp_repeats": $LLAMA_REPEATS,
+    "rounds": $ROUNDS,
     "git": "$GIT_DESC",
     "command": "scripts/side-by-side/run.sh ${ORIG_ARGS:-}",
     "versions": {"torch": "$TORCH_VERSION", "transformers": "$TRANSFORMERS_VERSION",
@@ -297,8 +385,6 @@ EOF
 
 RESULTS="$WORK/results-$STAMP.json"
 say "table (results: ${RESULTS#$ROOT/}, outputs: ${RUN#$ROOT/})"
-"$MERGE_PY" "$HERE/table.py" merge \
-  --ours "$RUN/ours.json" --ours-half "$RUN/ours-half.json" --hf "$RUN/hf.json" \
-  --llamacpp-f32 "$RUN/llamacpp-f32.json" --llamacpp-f16 "$RUN/llamacpp-f16.json" \
-  --llamacpp-f32-raw "$RUN/llama-bench-f32.raw.json" --llamacpp-f16-raw "$RUN/llama-bench-f16.raw.json" \
+merge_files
+"$MERGE_PY" "$HERE/table.py" merge "${MERGE_FILES[@]}" \
   --meta "$RUN/meta.json" --results-out "$RESULTS" --markdown-out "$RUN/table.md"

@@ -10,8 +10,16 @@
         [--llamacpp-f32 l32.json] [--llamacpp-f16 l16.json] [--meta meta.json] \
         --results-out results.json [--markdown-out table.md]
 
+    # several rounds (run.sh --rounds N): repeat an implementation's option, once per round
+    python table.py merge --ours ours-r1.json --ours ours-r2.json --ours ours-r3.json \
+        --llamacpp-f32 llamacpp-f32-r1.json --llamacpp-f32 llamacpp-f32-r2.json ... \
+        [--llamacpp-f32-raw llama-bench-f32-r1.raw.json ...] --results-out results.json
+
 Each input file holds the implementation's stdout; the WORKLOAD JSON object is its last
 non-empty line that parses as JSON. Missing inputs (a skipped implementation) become `–`.
+With several files for one implementation, each key's figure is the median over the rounds
+(`peak_rss_mb`: the maximum), the table shows the min–max after it, and the results JSON keeps
+every round's object under "rounds".
 """
 
 import argparse
@@ -127,6 +135,46 @@ def fmt(v, unit):
     return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
 
 
+def fmt_range(values, unit):
+    """` (lo–hi)` over the rounds' values, compact (ms ≥ 100 without decimals); '' for < 2."""
+    if len(values) < 2:
+        return ""
+
+    def short(v):
+        if unit == "s":
+            return f"{v:.1f}"
+        return f"{v:.0f}" if unit == "MiB" or v >= 100 else f"{v:.1f}"
+    return f" ({short(min(values))}–{short(max(values))})"
+
+
+def merge_rounds(objs):
+    """One implementation's result from its rounds' JSON objects: a single object as it is;
+    several: the first one's fields, each key of KEYS replaced by the median over the rounds
+    (`peak_rss_mb` by the maximum), and every round's object under "rounds"."""
+    if not objs:
+        return None
+    if len(objs) == 1:
+        return objs[0]
+    out = dict(objs[0])
+    for key, _ in KEYS:
+        vals = [o[key] for o in objs if o.get(key) is not None]
+        if not vals:
+            out[key] = None
+        elif key == "peak_rss_mb":
+            out[key] = max(vals)
+        else:
+            out[key] = round(statistics.median(vals), 3)
+    out["rounds"] = objs
+    return out
+
+
+def round_values(r, key):
+    """Every round's value of `key` (empty for a single measurement)."""
+    if not r or not r.get("rounds"):
+        return []
+    return [o[key] for o in r["rounds"] if o.get(key) is not None]
+
+
 def build_table(res, meta):
     cols = [("ours", "ours (janus-rs f32)")]
     if res.get("ours_half"):
@@ -141,7 +189,9 @@ def build_table(res, meta):
         return None if not r else r.get(key)
 
     for key, unit in KEYS:
-        row = [f"`{key}` ({unit})"] + [fmt(get(impl, key), unit) for impl, _ in cols]
+        row = [f"`{key}` ({unit})"] + [fmt(get(impl, key), unit) +
+                                       fmt_range(round_values(res.get(impl), key), unit)
+                                       for impl, _ in cols]
         o, h = get("ours", key), get("hf", key)
         row.append(f"{o / h:.2f}" if o and h else "–")
         target = "–"
@@ -162,6 +212,16 @@ def build_table(res, meta):
         row.append(target)
         out.append("| " + " | ".join(row) + " |")
 
+    counts = {impl: len((res.get(impl) or {}).get("rounds") or [0]) for impl, _ in cols
+              if res.get(impl)}
+    n = max(counts.values(), default=1)
+    if n > 1:
+        fewer = "".join(f" {label}: {'measured once' if c == 1 else f'{c} rounds'}."
+                        for impl, label in cols if (c := counts.get(impl, n)) < n)
+        out.append("")
+        out.append(f"Each cell: median of {n} alternated rounds (min–max over the rounds in "
+                   "parentheses; `peak_rss_mb`: the maximum); ratios from the medians." + fewer)
+
     # Bandwidth floor: GB of weights a decode step reads / decode time.
     bw = []
     for impl, label in cols:
@@ -175,7 +235,7 @@ def build_table(res, meta):
     if meta:
         out.append("")
         bits = []
-        for k in ("date", "host", "cpu", "threads", "repeats", "hf_repeats", "git"):
+        for k in ("date", "host", "cpu", "threads", "repeats", "hf_repeats", "rounds", "git"):
             if meta.get(k) is not None:
                 bits.append(f"{k}: {meta[k]}")
         if bits:
@@ -187,26 +247,36 @@ def build_table(res, meta):
     return "\n".join(out)
 
 
+def existing(paths):
+    """The files of `paths` (an option's values, or None) that exist; a skipped implementation's
+    files do not. Warns when only some of several exist (an unfinished round)."""
+    paths = paths or []
+    found = [p for p in paths if os.path.exists(p)]
+    if found and len(found) < len(paths):
+        print("table.py: missing, left out: " + ", ".join(p for p in paths if p not in found),
+              file=sys.stderr)
+    return found
+
+
 def cmd_merge(args):
-    res = {
-        "ours": last_json_line(args.ours),
-        "ours_half": last_json_line(args.ours_half),
-        "hf": last_json_line(args.hf),
-        "llamacpp_f32": last_json_line(args.llamacpp_f32),
-        "llamacpp_f16": last_json_line(args.llamacpp_f16),
-    }
+    res = {name: merge_rounds([last_json_line(p) for p in existing(getattr(args, name))])
+           for name in ("ours", "ours_half", "hf", "llamacpp_f32", "llamacpp_f16")}
     meta = {}
     if args.meta and os.path.exists(args.meta):
         with open(args.meta) as f:
             meta = json.load(f)
     raw = {}
-    for name, path in (("llamacpp_f32", args.llamacpp_f32_raw), ("llamacpp_f16", args.llamacpp_f16_raw)):
-        if path and os.path.exists(path):
+    # One round: llama-bench's JSON array as it is; several: a list of them, one per round.
+    for name, paths in (("llamacpp_f32", args.llamacpp_f32_raw), ("llamacpp_f16", args.llamacpp_f16_raw)):
+        arrays = []
+        for path in existing(paths):
             with open(path) as f:
                 try:
-                    raw[name] = json.load(f)
+                    arrays.append(json.load(f))
                 except ValueError:
                     pass
+        if arrays:
+            raw[name] = arrays[0] if len(paths) == 1 else arrays
     table = build_table(res, meta)
     if args.results_out:
         with open(args.results_out, "w") as f:
@@ -237,7 +307,10 @@ def main():
 
     m = sub.add_parser("merge", help="merge JSON lines into a results file and print the table")
     for name in ("ours", "ours-half", "hf", "llamacpp-f32", "llamacpp-f16", "llamacpp-f32-raw",
-                 "llamacpp-f16-raw", "meta", "results-out", "markdown-out"):
+                 "llamacpp-f16-raw"):
+        m.add_argument("--" + name, action="append", metavar="FILE",
+                       help="repeat once per round; the median over the rounds is used")
+    for name in ("meta", "results-out", "markdown-out"):
         m.add_argument("--" + name)
     m.set_defaults(fn=cmd_merge)
 
