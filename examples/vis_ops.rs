@@ -10,8 +10,6 @@
 //! conv; explicit attention; GroupNorm through matrix-product sums); `check` compares them with
 //! the reference op.
 
-// Links the root package, whose global allocator (mimalloc) the measured binaries run with.
-use janus_rs as _;
 use std::time::Instant;
 
 use burn::nn::conv::Conv2dConfig;
@@ -45,6 +43,7 @@ fn time<const D: usize>(name: &str, flops: f64, reps: usize, f: impl Fn() -> Ten
 }
 
 fn main() {
+    janus_rs::tune_allocator();
     let device = Device::flex();
     let rnd2 = |s: [usize; 2]| Tensor::<2>::random(s, Distribution::Default, &device);
     let n = 576;

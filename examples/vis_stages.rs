@@ -6,8 +6,6 @@
 //! cargo run --release --example vis_stages -- vision|vq [N]
 //! ```
 
-// Links the root package, whose global allocator (mimalloc) the measured binaries run with.
-use janus_rs as _;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleMapper, Param};
@@ -27,6 +25,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let stage = args.next().unwrap_or_else(|| "vq".into());
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2);
+    janus_rs::tune_allocator();
     let device = Device::flex();
     device.seed(0);
     let config = JanusConfig::janus_pro_1b();

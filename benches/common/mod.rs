@@ -9,9 +9,6 @@
 // Each includer uses a different subset.
 #![allow(dead_code)]
 
-// Links the root package, whose global allocator every timed binary should run with.
-use janus_rs as _;
-
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -123,6 +120,7 @@ pub struct Workload {
 impl Workload {
     /// Builds the model with `JanusModel::init` and materialises every parameter in `dtype`.
     pub fn new(config: JanusConfig, dtype: DType, device: Device) -> anyhow::Result<Self> {
+        janus_rs::tune_allocator();
         device.seed(0);
         let model = JanusModel::init(&config, &device)?.map(&mut Materialise(dtype));
         let workload = Self {
