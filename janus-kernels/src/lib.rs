@@ -2,6 +2,7 @@
 
 pub mod act;
 pub mod attention;
+pub mod conv;
 pub mod rows;
 mod vmath;
 
@@ -61,6 +62,24 @@ pub fn group_norm(
     {
         let _ = (gamma, beta, groups, eps, then_silu);
         Err(x)
+    }
+}
+
+/// 3×3 convolution, stride 1, zero padding 1, through [`conv::conv3x3`] for f32 burn-flex
+/// tensors without autodiff; `None` otherwise, and the caller uses burn's convolution.
+///
+/// # Shapes
+/// - x: `[batch, cin, height, width]`; weight: `[cout, cin, 3, 3]`; bias: `[cout]`
+/// - output: `[batch, cout, height, width]`
+pub fn conv3x3(x: &Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>) -> Option<Tensor<4>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::conv3x3(x, weight, bias)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, weight, bias);
+        None
     }
 }
 
@@ -214,6 +233,49 @@ mod flex {
             debug_assert!(done, "sizes were checked above");
         }
         Ok(Tensor::from_primitive::<Flex>(t))
+    }
+
+    /// A read-only contiguous f32 view of `t` (copied only when it is not one).
+    fn readable<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+        let t = take_f32(t.clone()).ok()?;
+        Some(if t.is_contiguous() && aligned(&t, 4) {
+            t
+        } else {
+            owned(t)
+        })
+    }
+
+    pub(super) fn conv3x3(
+        x: &Tensor<4>,
+        weight: &Tensor<4>,
+        bias: Option<&Tensor<1>>,
+    ) -> Option<Tensor<4>> {
+        let [batch, cin, h, w] = x.dims();
+        let [cout, wc, kh, kw] = weight.dims();
+        if wc != cin || kh != 3 || kw != 3 {
+            return None;
+        }
+        let (xt, wt) = (readable(x)?, readable(weight)?);
+        let bt = match bias {
+            Some(b) => Some(readable(b)?),
+            None => None,
+        };
+        let bias = match &bt {
+            Some(b) => Some(b.as_slice::<f32>()?),
+            None => None,
+        };
+        let y = super::conv::conv3x3(
+            xt.as_slice::<f32>()?,
+            batch,
+            cin,
+            h,
+            w,
+            wt.as_slice::<f32>()?,
+            bias,
+            cout,
+        )?;
+        let data = TensorData::new(y, [batch, cout, h, w]);
+        Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
     }
 
     pub(super) fn attention_qkv(qkv: &Tensor<3>, heads: usize) -> Option<Tensor<3>> {

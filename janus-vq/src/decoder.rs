@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use crate::attn_block::{AttnBlock, AttnBlockConfig};
 use crate::error::{VqError, non_zero};
 use crate::mid_block::{MidBlock, MidBlockConfig};
-use crate::norm::{conv3x3, group_norm, norm_swish};
+use crate::norm::{conv3x3, conv3x3_forward, group_norm, norm_swish};
 use crate::res_block::{ResBlock, ResBlockConfig};
 use crate::upsample::{Upsample, UpsampleConfig};
 
@@ -207,12 +207,12 @@ impl Decoder {
     /// - input: `[batch, z_channels, height, width]`
     /// - output: `[batch, out_channels, f·height, f·width]` with `f = 2^(levels − 1)`
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
-        let h = self.conv_in.forward(z);
+        let h = conv3x3_forward(&self.conv_in, z);
         let mut h = self.mid.forward(h);
         for block in &self.conv_blocks {
             h = block.forward(h);
         }
-        self.conv_out.forward(norm_swish(&self.norm_out, h))
+        conv3x3_forward(&self.conv_out, norm_swish(&self.norm_out, h))
     }
 }
 

@@ -10,7 +10,7 @@ use crate::attn_block::{AttnBlock, AttnBlockConfig};
 use crate::downsample::{Downsample, DownsampleConfig};
 use crate::error::{VqError, non_zero};
 use crate::mid_block::{MidBlock, MidBlockConfig};
-use crate::norm::{conv3x3, group_norm, norm_swish};
+use crate::norm::{conv3x3, conv3x3_forward, group_norm, norm_swish};
 use crate::res_block::{ResBlock, ResBlockConfig};
 
 /// Configuration to create an [`EncoderBlock`] using the [init function](EncoderBlockConfig::init).
@@ -204,12 +204,12 @@ impl Encoder {
     /// - input: `[batch, in_channels, height, width]`
     /// - output: `[batch, z_channels, height / f, width / f]` with `f = 2^(levels − 1)`
     pub fn forward(&self, image: Tensor<4>) -> Tensor<4> {
-        let mut h = self.conv_in.forward(image);
+        let mut h = conv3x3_forward(&self.conv_in, image);
         for block in &self.conv_blocks {
             h = block.forward(h);
         }
         let h = self.mid.forward(h);
-        self.conv_out.forward(norm_swish(&self.norm_out, h))
+        conv3x3_forward(&self.conv_out, norm_swish(&self.norm_out, h))
     }
 }
 

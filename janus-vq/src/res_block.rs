@@ -7,7 +7,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::VqError;
-use crate::norm::{conv1x1, conv3x3, group_norm, norm_swish};
+use crate::norm::{conv1x1, conv3x3, conv3x3_forward, group_norm, norm_swish};
 
 /// Configuration to create a [`ResBlock`] using the [init function](ResBlockConfig::init).
 #[derive(Config, Debug)]
@@ -71,8 +71,8 @@ impl ResBlock {
     /// - input: `[batch, in_channels, height, width]`
     /// - output: `[batch, out_channels, height, width]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.conv1.forward(norm_swish(&self.norm1, x.clone()));
-        let h = self.conv2.forward(norm_swish(&self.norm2, h));
+        let h = conv3x3_forward(&self.conv1, norm_swish(&self.norm1, x.clone()));
+        let h = conv3x3_forward(&self.conv2, norm_swish(&self.norm2, h));
         let shortcut = match &self.nin_shortcut {
             Some(conv) => conv.forward(x),
             None => x,

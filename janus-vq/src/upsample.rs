@@ -8,7 +8,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::VqError;
-use crate::norm::conv3x3;
+use crate::norm::{conv3x3, conv3x3_forward};
 
 /// Configuration to create an [`Upsample`] layer using the [init function](UpsampleConfig::init).
 #[derive(Config, Debug)]
@@ -46,7 +46,7 @@ impl Upsample {
     /// - input: `[batch, channels, height, width]`
     /// - output: `[batch, channels, 2·height, 2·width]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(nearest_2x(x))
+        conv3x3_forward(&self.conv, nearest_2x(x))
     }
 }
 
