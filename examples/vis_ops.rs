@@ -118,16 +118,20 @@ fn main() {
         });
         let wt = conv.weight.val();
         let bias = conv.bias.as_ref().map(|b| b.val());
-        time(&format!("conv3x3 kernels {c}ch {s}x{s}"), fl, 2, || {
-            janus_kernels::conv3x3(&x, &wt, bias.as_ref()).expect("flex f32")
-        });
-        if std::env::args().nth(2).is_some() {
-            let y = janus_kernels::conv3x3(&x, &wt, bias.as_ref()).expect("flex f32");
-            let d = (y - conv.forward(x.clone()))
-                .abs()
-                .max()
-                .into_scalar::<f32>();
-            println!("check conv3x3 kernels {c}ch {s}x{s}: max abs diff {d}");
+        for (name, algo) in [
+            ("direct", janus_kernels::ConvAlgorithm::Direct),
+            ("winograd", janus_kernels::ConvAlgorithm::Winograd),
+        ] {
+            let run =
+                || janus_kernels::conv3x3_with(&x, &wt, bias.as_ref(), algo).expect("flex f32");
+            time(&format!("conv3x3 kernels {name} {c}ch {s}x{s}"), fl, 2, run);
+            if std::env::args().nth(2).is_some() {
+                let d = (run() - conv.forward(x.clone()))
+                    .abs()
+                    .max()
+                    .into_scalar::<f32>();
+                println!("check conv3x3 kernels {name} {c}ch {s}x{s}: max abs diff {d}");
+            }
         }
         if s <= 48 && std::env::args().nth(2).is_some() {
             let r =

@@ -72,13 +72,32 @@ pub fn group_norm(
 /// - x: `[batch, cin, height, width]`; weight: `[cout, cin, 3, 3]`; bias: `[cout]`
 /// - output: `[batch, cout, height, width]`
 pub fn conv3x3(x: &Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>) -> Option<Tensor<4>> {
+    conv3x3_with(x, weight, bias, ConvAlgorithm::Winograd)
+}
+
+/// How [`conv3x3_with`] computes the convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// [`conv::conv3x3`]: three products per output row over the padded channels-last input.
+    Direct,
+    /// [`conv::conv3x3_winograd`]: F(2×2, 3×3), 2.25× fewer multiplies.
+    Winograd,
+}
+
+/// [`conv3x3`] with the algorithm chosen by the caller.
+pub fn conv3x3_with(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    algorithm: ConvAlgorithm,
+) -> Option<Tensor<4>> {
     #[cfg(feature = "flex")]
     {
-        flex::conv3x3(x, weight, bias)
+        flex::conv3x3(x, weight, bias, algorithm)
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (x, weight, bias);
+        let _ = (x, weight, bias, algorithm);
         None
     }
 }
@@ -249,6 +268,7 @@ mod flex {
         x: &Tensor<4>,
         weight: &Tensor<4>,
         bias: Option<&Tensor<1>>,
+        algorithm: super::ConvAlgorithm,
     ) -> Option<Tensor<4>> {
         let [batch, cin, h, w] = x.dims();
         let [cout, wc, kh, kw] = weight.dims();
@@ -264,7 +284,11 @@ mod flex {
             Some(b) => Some(b.as_slice::<f32>()?),
             None => None,
         };
-        let y = super::conv::conv3x3(
+        let conv = match algorithm {
+            super::ConvAlgorithm::Direct => super::conv::conv3x3,
+            super::ConvAlgorithm::Winograd => super::conv::conv3x3_winograd,
+        };
+        let y = conv(
             xt.as_slice::<f32>()?,
             batch,
             cin,

@@ -42,13 +42,14 @@ pub(crate) fn conv3x3(
         .init(device))
 }
 
-/// Width from which [`conv3x3_forward`] takes janus-kernels' convolution: at 48×48 and up it
-/// measured 13–32 % faster than burn-flex's (VQ decoder shapes); at 24×24, 512 channels, it was
-/// 11 % slower (only 24 rows to spread over the threads).
+/// Width from which [`conv3x3_forward`] takes janus-kernels' convolution (Winograd F(2×2, 3×3)
+/// over a channels-last copy): at 96×96 and up it measured 18–30 % faster than burn-flex's at the
+/// VQ decoder shapes, at 48×48 equal; at 24×24, 512 channels, 37 % slower (few tiles to spread
+/// over the threads), so small maps stay on burn-flex.
 const KERNEL_MIN_WIDTH: usize = 32;
 
 /// Applies a 3×3, stride-1, padding-1 `conv` (as built by [`conv3x3`]): janus-kernels' two-core
-/// channels-last products for f32 burn-flex tensors at least [`KERNEL_MIN_WIDTH`] wide,
+/// Winograd convolution for f32 burn-flex tensors at least [`KERNEL_MIN_WIDTH`] wide,
 /// `conv.forward` otherwise.
 ///
 /// # Shapes

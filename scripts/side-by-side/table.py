@@ -222,6 +222,24 @@ def build_table(res, meta):
         out.append(f"Each cell: median of {n} alternated rounds (min–max over the rounds in "
                    "parentheses; `peak_rss_mb`: the maximum); ratios from the medians." + fewer)
 
+    # Paired ratios: both sides of a target measured in the same round (minutes apart, so
+    # closer in time than the medians of separate columns).
+    paired = []
+    checks = [(k, ni, nk, di, dk, text) for k, ni, nk, di, dk, text, _ in TARGETS]
+    checks.append(("decode_ms_per_token", "ours_half", "decode_ms_per_token", "llamacpp_f16",
+                   "decode_ms_per_token", "≤ 1.15 vs F16"))
+    for k, ni, nk, di, dk, text in checks:
+        num, den = round_values(res.get(ni), nk), round_values(res.get(di), dk)
+        if len(num) > 1 and len(num) == len(den):
+            ratios = [a / b for a, b in zip(num, den)]
+            label = k if ni == "ours" else f"{k} ({res[ni].get('dtype', 'half')})"
+            paired.append(f"{label} {' / '.join(f'{r:.2f}' for r in ratios)} → median "
+                          f"**{statistics.median(ratios):.2f}** ({text})")
+    if paired:
+        out.append("")
+        out.append("Per-round ratios (numerator and denominator from the same round): " +
+                   "; ".join(paired) + ".")
+
     # Bandwidth floor: GB of weights a decode step reads / decode time.
     bw = []
     for impl, label in cols:
