@@ -181,25 +181,24 @@ mod flex {
 
     /// `t` as a uniquely owned, contiguous, aligned f32 buffer starting at offset 0 (copied
     /// only when it is not one already).
-    fn owned(t: FlexTensor) -> FlexTensor {
+    fn owned(t: FlexTensor) -> Result<FlexTensor, FlexTensor> {
         let n = t.layout().num_elements();
         let whole = t.is_contiguous()
             && t.layout().start_offset() == 0
             && t.bytes().len() == n * 4
             && aligned(&t, 4);
         if whole && t.is_unique() {
-            return t;
+            return Ok(t);
         }
         let shape = t.layout().shape().clone();
-        let values: Vec<f32> = match t.as_slice::<f32>() {
-            Some(s) if aligned(&t, 4) => s.to_vec(),
-            _ => t
-                .to_contiguous()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap_or_default(),
+        let values = match t.as_slice::<f32>() {
+            Some(s) if aligned(&t, 4) => Some(s.to_vec()),
+            _ => t.to_contiguous().into_data().try_to_vec::<f32>().ok(),
         };
-        FlexTensor::from_data(TensorData::new(values, shape))
+        match values {
+            Some(v) => Ok(FlexTensor::from_data(TensorData::new(v, shape))),
+            None => Err(t),
+        }
     }
 
     #[allow(clippy::result_large_err)]
@@ -207,10 +206,12 @@ mod flex {
         x: Tensor<D>,
         f: impl FnOnce(&mut [f32]),
     ) -> Result<Tensor<D>, Tensor<D>> {
-        let mut t = owned(take_f32(x)?);
-        if let Some(values) = t.try_storage_mut::<f32>() {
-            f(values);
-        }
+        let mut t = owned(take_f32(x)?).map_err(Tensor::from_primitive::<Flex>)?;
+        // `owned` returns a uniquely held buffer; should it not be, the caller's op runs instead.
+        let Some(values) = t.try_storage_mut::<f32>() else {
+            return Err(Tensor::from_primitive::<Flex>(t));
+        };
+        f(values);
         Ok(Tensor::from_primitive::<Flex>(t))
     }
 
@@ -243,25 +244,30 @@ mod flex {
         if !fits {
             return Err(x);
         }
-        let mut t = owned(take_f32(x)?);
-        if let Some(values) = t.try_storage_mut::<f32>() {
-            let spatial = height * width;
-            let done = super::act::group_norm(
-                values, batch, channels, spatial, groups, &g, &b, eps as f32, then_silu,
-            );
-            debug_assert!(done, "sizes were checked above");
+        let mut t = owned(take_f32(x)?).map_err(Tensor::from_primitive::<Flex>)?;
+        let Some(values) = t.try_storage_mut::<f32>() else {
+            return Err(Tensor::from_primitive::<Flex>(t));
+        };
+        let spatial = height * width;
+        // The sizes were checked above, so the kernel applies; if it ever declined, `values`
+        // would be untouched and the caller's ops run on them.
+        if super::act::group_norm(
+            values, batch, channels, spatial, groups, &g, &b, eps as f32, then_silu,
+        ) {
+            Ok(Tensor::from_primitive::<Flex>(t))
+        } else {
+            Err(Tensor::from_primitive::<Flex>(t))
         }
-        Ok(Tensor::from_primitive::<Flex>(t))
     }
 
     /// A read-only contiguous f32 view of `t` (copied only when it is not one).
     fn readable<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
         let t = take_f32(t.clone()).ok()?;
-        Some(if t.is_contiguous() && aligned(&t, 4) {
-            t
+        if t.is_contiguous() && aligned(&t, 4) {
+            Some(t)
         } else {
-            owned(t)
-        })
+            owned(t).ok()
+        }
     }
 
     pub(super) fn conv3x3(
@@ -308,13 +314,7 @@ mod flex {
             return None;
         }
         let head_dim = three_width / 3 / heads;
-        // Read-only: a contiguous, aligned view is used where it lies (no copy).
-        let t = take_f32(qkv.clone()).ok()?;
-        let t = if t.is_contiguous() && aligned(&t, 4) {
-            t
-        } else {
-            owned(t)
-        };
+        let t = readable(qkv)?;
         let out =
             super::attention::attention_qkv(t.as_slice::<f32>()?, batch, tokens, heads, head_dim)?;
         let data = TensorData::new(out, [batch, tokens, heads * head_dim]);
