@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use crate::SharedOut;
 use crate::act::softmax_row;
 use crate::rows::Isa;
 
@@ -93,22 +94,6 @@ pub fn attention_qkv(
         }
     });
     Some(out)
-}
-
-/// The output buffer, shared by tasks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-// SAFETY: tasks write disjoint elements (one head's columns each) and `out` outlives the
-// parallel loop.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: offsets come from in-bounds (batch, head) positions.
-        unsafe { self.0.add(offset) }
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+use crate::SharedOut;
+
 /// `conv2d(x, weight, bias, stride 1, padding 1)` for NCHW f32 tensors.
 ///
 /// `x` is `[batch, cin, h, w]`, `weight` `[cout, cin, 3, 3]`, `bias` `[cout]`; returns
@@ -27,15 +29,7 @@ pub fn conv3x3(
     bias: Option<&[f32]>,
     cout: usize,
 ) -> Option<Vec<f32>> {
-    if batch == 0
-        || cin == 0
-        || h == 0
-        || w == 0
-        || cout == 0
-        || x.len() != batch * cin * h * w
-        || weight.len() != cout * cin * 9
-        || bias.is_some_and(|b| b.len() != cout)
-    {
+    if !sizes_fit(x, batch, cin, h, w, weight, bias, cout) {
         return None;
     }
     // wr[kh][o][kw][c] = weight[o][c][kh][kw]: for each kh an [cout, 3·cin] row-major matrix.
@@ -57,18 +51,7 @@ pub fn conv3x3(
     let mut padded = vec![0f32; (h + 2) * wp * cin];
     for b in 0..batch {
         let xb = &x[b * cin * plane..(b + 1) * cin * plane];
-        // Padded channels-last copy; border rows and columns stay zero.
-        padded[wp * cin..(h + 1) * wp * cin]
-            .par_chunks_mut(wp * cin)
-            .enumerate()
-            .for_each(|(r, row)| {
-                for c in 0..cin {
-                    let src = &xb[c * plane + r * w..c * plane + (r + 1) * w];
-                    for (col, v) in src.iter().enumerate() {
-                        row[(col + 1) * cin + c] = *v;
-                    }
-                }
-            });
+        pad_channels_last(xb, cin, h, w, wp, &mut padded);
         let ob = SharedOut(out[b * cout * plane..].as_mut_ptr());
         let padded = &padded;
         let wr = &wr;
@@ -130,15 +113,7 @@ pub fn conv3x3_winograd(
     bias: Option<&[f32]>,
     cout: usize,
 ) -> Option<Vec<f32>> {
-    if batch == 0
-        || cin == 0
-        || h == 0
-        || w == 0
-        || cout == 0
-        || x.len() != batch * cin * h * w
-        || weight.len() != cout * cin * 9
-        || bias.is_some_and(|b| b.len() != cout)
-    {
+    if !sizes_fit(x, batch, cin, h, w, weight, bias, cout) {
         return None;
     }
     // U[ξ][o][c] = (G·g·Gᵀ)[ξ] for filter g = weight[o][c], ξ = 4·i + j.
@@ -177,17 +152,7 @@ pub fn conv3x3_winograd(
     let isa = crate::rows::Isa::detect();
     for b in 0..batch {
         let xb = &x[b * cin * plane..(b + 1) * cin * plane];
-        padded[wp * cin..(h + 1) * wp * cin]
-            .par_chunks_mut(wp * cin)
-            .enumerate()
-            .for_each(|(r, row)| {
-                for c in 0..cin {
-                    let src = &xb[c * plane + r * w..c * plane + (r + 1) * w];
-                    for (col, v) in src.iter().enumerate() {
-                        row[(col + 1) * cin + c] = *v;
-                    }
-                }
-            });
+        pad_channels_last(xb, cin, h, w, wp, &mut padded);
         let ob = SharedOut(out[b * cout * plane..].as_mut_ptr());
         let (padded, u) = (&padded, &u);
         (0..th).into_par_iter().for_each_init(
@@ -339,19 +304,43 @@ fn winograd_output(m: &[f32], tw: usize, cout: usize, w: usize, y: &mut [f32]) {
     }
 }
 
-/// The output buffer, shared by tasks that write disjoint rows.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+/// Whether the lengths match the sizes (all non-zero) of a 3×3 convolution.
+#[allow(clippy::too_many_arguments)]
+fn sizes_fit(
+    x: &[f32],
+    batch: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    cout: usize,
+) -> bool {
+    batch > 0
+        && cin > 0
+        && h > 0
+        && w > 0
+        && cout > 0
+        && x.len() == batch * cin * h * w
+        && weight.len() == cout * cin * 9
+        && bias.is_none_or(|b| b.len() == cout)
+}
 
-// SAFETY: tasks write disjoint rows and the buffer outlives the parallel loop.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: offsets are in-bounds row starts.
-        unsafe { self.0.add(offset) }
-    }
+/// Copies one image `xb` (`[cin, h, w]`) into rows `1..=h`, columns `1..=w` of the channels-last
+/// buffer `padded` (`[rows, wp, cin]`); everything else there stays as it is (zero).
+fn pad_channels_last(xb: &[f32], cin: usize, h: usize, w: usize, wp: usize, padded: &mut [f32]) {
+    let plane = h * w;
+    padded[wp * cin..(h + 1) * wp * cin]
+        .par_chunks_mut(wp * cin)
+        .enumerate()
+        .for_each(|(r, row)| {
+            for c in 0..cin {
+                let src = &xb[c * plane + r * w..c * plane + (r + 1) * w];
+                for (col, v) in src.iter().enumerate() {
+                    row[(col + 1) * cin + c] = *v;
+                }
+            }
+        });
 }
 
 #[cfg(test)]

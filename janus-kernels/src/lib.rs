@@ -16,12 +16,7 @@ use burn::tensor::Tensor;
 /// # Shapes
 /// - x, output: any
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    let x = match flex::map_in_place(x, act::gelu_erf) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    burn::tensor::activation::gelu(x)
+    element_wise(x, act::gelu_erf, burn::tensor::activation::gelu)
 }
 
 /// SiLU, `x · sigmoid(x)`: [`act::silu`] on both cores for f32 burn-flex tensors without
@@ -30,12 +25,39 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// # Shapes
 /// - x, output: any
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    element_wise(x, act::silu, burn::tensor::activation::silu)
+}
+
+/// `kernel` in place on f32 burn-flex tensors without autodiff, `fallback` on anything else.
+fn element_wise<const D: usize>(
+    x: Tensor<D>,
+    kernel: fn(&mut [f32]),
+    fallback: fn(Tensor<D>) -> Tensor<D>,
+) -> Tensor<D> {
     #[cfg(feature = "flex")]
-    let x = match flex::map_in_place(x, act::silu) {
+    let x = match flex::map_in_place(x, kernel) {
         Ok(y) => return y,
         Err(x) => x,
     };
-    burn::tensor::activation::silu(x)
+    #[cfg(not(feature = "flex"))]
+    let _ = kernel;
+    fallback(x)
+}
+
+/// A raw output buffer shared by parallel tasks that write disjoint elements of it.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+
+// SAFETY: every user has each task write elements no other task writes, and keeps the buffer
+// alive across the parallel loop.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
+        // Computing the pointer is safe; callers dereference it under their own SAFETY notes.
+        self.0.wrapping_add(offset)
+    }
 }
 
 /// GroupNorm with a per-channel affine (and SiLU after it when `then_silu`) through
