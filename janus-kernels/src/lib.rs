@@ -2,13 +2,14 @@
 
 pub mod act;
 pub mod attention;
+pub mod cached;
 pub mod conv;
 pub mod rows;
 mod vmath;
 
 pub use rows::{MAX_ROWS, WeightLayout};
 
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Tensor};
 
 /// Exact (erf) GELU, `x · Φ(x)`: [`act::gelu_erf`] on both cores for f32 burn-flex tensors
 /// without autodiff (in place when `x` owns its buffer), burn's `gelu` otherwise.
@@ -143,10 +144,37 @@ pub fn attention_qkv(qkv: &Tensor<3>, heads: usize) -> Option<Tensor<3>> {
     }
 }
 
+/// One query per head attending over a KV cache through [`cached::cached_attention`]: f32
+/// queries on burn-flex without autodiff, keys and values f32 or f16 (the same), views whose last
+/// two dims are contiguous (a cache buffer sliced to its filled length). `None` otherwise, and
+/// the caller uses burn's ops.
+///
+/// # Shapes
+/// - q: `[batch, heads, 1, head_dim]`; k, v: `[batch, kv_heads, len, head_dim]`
+/// - mask: `[batch, heads, 1, len]`, `true` = not attended
+/// - output: `[batch, heads, 1, head_dim]`, f32
+pub fn cached_attention(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    mask: Option<&Tensor<4, Bool>>,
+) -> Option<Tensor<4>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::cached_attention(q, k, v, mask)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (q, k, v, mask);
+        None
+    }
+}
+
 /// `x · Wᵀ` (`OutIn`) or `x · W` (`InOut`) through [`rows::matmul_rows`], when it applies.
 ///
 /// Applies to 1–[`MAX_ROWS`] rows on the burn-flex backend (no autodiff), with `x` and the weight
-/// in the same dtype, f32 or f16, and a contiguous weight; the output has `x`'s dtype.
+/// each in f32 or f16 (not necessarily the same: f32 activations over f16 weights is the
+/// half-precision decode) and a contiguous weight; the output has `x`'s dtype.
 /// Returns `None` otherwise — always without the `flex` feature — and the caller uses burn's
 /// own product.
 ///
@@ -171,14 +199,16 @@ pub fn few_rows_matmul(
 
 #[cfg(feature = "flex")]
 mod flex {
+    use super::cached::CacheView;
     use super::rows::{Weights, matmul_rows};
     use super::{MAX_ROWS, WeightLayout};
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
-    use burn::tensor::{DType, Tensor, TensorData, f16};
+    use burn::tensor::{Bool, DType, Tensor, TensorData, f16};
     use burn_dispatch::{
         BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind,
     };
+    use half::slice::HalfFloatSliceExt;
 
     /// Whether the storage can be viewed as elements of `align` bytes (`as_slice` would panic
     /// on a misaligned buffer).
@@ -343,6 +373,72 @@ mod flex {
         Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
     }
 
+    /// A cache view's buffer and placement, when its last two dims are contiguous rows.
+    fn cache_view(t: &FlexTensor, [batch, heads, _, dim]: [usize; 4]) -> Option<CacheView<'_>> {
+        let strides = t.layout().strides();
+        let (sb, sh) = (
+            usize::try_from(strides[0]).ok(),
+            usize::try_from(strides[1]).ok(),
+        );
+        let rows_contiguous = strides[3] == 1 && strides[2] == dim as isize;
+        if !rows_contiguous || !aligned(t, t.dtype().size()) {
+            return None;
+        }
+        let data = match t.dtype() {
+            DType::F32 => Weights::F32(t.storage::<f32>()),
+            DType::F16 => Weights::F16(t.storage::<f16>()),
+            _ => return None,
+        };
+        // Single batch rows or heads may carry any stride; the kernel checks every head's end.
+        let pick = |n: usize, s: Option<usize>| if n == 1 { Some(0) } else { s };
+        Some(CacheView {
+            data,
+            offset: t.layout().start_offset(),
+            batch_stride: pick(batch, sb)?,
+            head_stride: pick(heads, sh)?,
+        })
+    }
+
+    pub(super) fn cached_attention(
+        q: &Tensor<4>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        mask: Option<&Tensor<4, Bool>>,
+    ) -> Option<Tensor<4>> {
+        let [batch, heads, one, dim] = q.dims();
+        let kv_dims = k.dims();
+        let [kb, kv_heads, len, kd] = kv_dims;
+        if one != 1 || kb != batch || kd != dim || v.dims() != kv_dims || k.dtype() != v.dtype() {
+            return None;
+        }
+        if k.device().is_autodiff() {
+            return None;
+        }
+        let qt = readable(q)?;
+        let kt = k.clone().try_into_primitive::<Flex>().ok()?;
+        let vt = v.clone().try_into_primitive::<Flex>().ok()?;
+        let masked = match mask {
+            Some(m) if m.dims() == [batch, heads, 1, len] => {
+                Some(m.clone().into_data().try_to_vec::<bool>().ok()?)
+            }
+            Some(_) => return None,
+            None => None,
+        };
+        let out = super::cached::cached_attention(
+            qt.as_slice::<f32>()?,
+            batch,
+            heads,
+            dim,
+            cache_view(&kt, kv_dims)?,
+            cache_view(&vt, kv_dims)?,
+            kv_heads,
+            len,
+            masked.as_deref(),
+        )?;
+        let data = TensorData::new(out, [batch, heads, 1, dim]);
+        Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
+    }
+
     pub(super) fn few_rows_matmul(
         x: &Tensor<2>,
         weight: &Tensor<2>,
@@ -355,34 +451,38 @@ mod flex {
             WeightLayout::InOut if a == d_in => b,
             _ => return None,
         };
-        let dtype = x.dtype();
-        if rows == 0 || rows > MAX_ROWS || weight.dtype() != dtype {
+        let (dtype, w_dtype) = (x.dtype(), weight.dtype());
+        let handled = |d: DType| matches!(d, DType::F32 | DType::F16);
+        if rows == 0 || rows > MAX_ROWS || !handled(dtype) || !handled(w_dtype) {
             return None;
         }
-        if !matches!(dtype, DType::F32 | DType::F16) || x.device().is_autodiff() {
+        if x.device().is_autodiff() {
             return None;
         }
         let w = weight.clone().try_into_primitive::<Flex>().ok()?;
         let xt = x.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
-        if !aligned(&w, dtype.size()) || !aligned(&xt, dtype.size()) {
+        if !aligned(&w, w_dtype.size()) || !aligned(&xt, dtype.size()) {
             return None;
         }
+        let weights = match w_dtype {
+            DType::F32 => Weights::F32(w.as_slice()?),
+            _ => Weights::F16(w.as_slice()?),
+        };
         let y = match dtype {
-            DType::F32 => {
-                let xs = xt.as_slice::<f32>()?;
-                matmul_rows(xs, rows, Weights::F32(w.as_slice()?), layout, d_in, d_out)?
-            }
+            DType::F32 => matmul_rows(xt.as_slice::<f32>()?, rows, weights, layout, d_in, d_out)?,
             _ => {
-                let xs: Vec<f32> = xt.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect();
-                matmul_rows(&xs, rows, Weights::F16(w.as_slice()?), layout, d_in, d_out)?
+                let mut xs = vec![0f32; rows * d_in];
+                xt.as_slice::<f16>()?.convert_to_f32_slice(&mut xs);
+                matmul_rows(&xs, rows, weights, layout, d_in, d_out)?
             }
         };
         let data = match dtype {
             DType::F32 => TensorData::new(y, [rows, d_out]),
-            _ => TensorData::new(
-                y.into_iter().map(f16::from_f32).collect::<Vec<_>>(),
-                [rows, d_out],
-            ),
+            _ => {
+                let mut out = vec![f16::ZERO; y.len()];
+                out.convert_from_f32_slice(&y);
+                TensorData::new(out, [rows, d_out])
+            }
         };
         Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
     }
@@ -427,6 +527,26 @@ mod flex {
                     let y = few_rows_matmul(&x, &wio, WeightLayout::InOut).expect("applies");
                     close(&y, &x32.matmul(w32.transpose()), 1e-3);
                 }
+            }
+        }
+
+        #[test]
+        fn mixed_dtypes_compute_in_f32_and_return_the_input_dtype() {
+            let device = Device::flex();
+            let w = Tensor::<2>::random([70, 33], burn::tensor::Distribution::Default, &device);
+            for (x_dtype, w_dtype) in [(DType::F32, DType::F16), (DType::F16, DType::F32)] {
+                let w = w.clone().cast(w_dtype);
+                let x = Tensor::<2>::random([3, 33], burn::tensor::Distribution::Default, &device)
+                    .cast(x_dtype);
+                let y = few_rows_matmul(&x, &w, WeightLayout::OutIn).expect("applies");
+                assert_eq!(y.dtype(), x_dtype);
+                let want = x
+                    .cast(DType::F32)
+                    .matmul(w.cast(DType::F32).transpose())
+                    .cast(x_dtype);
+                // f32 accumulation on both sides; only the output's rounding to f16 differs.
+                let tol = if x_dtype == DType::F32 { 1e-6 } else { 1e-3 };
+                close(&y, &want, tol);
             }
         }
 
@@ -530,8 +650,9 @@ mod flex {
             assert!(
                 few_rows_matmul(&bf, &w.clone().cast(DType::BF16), WeightLayout::OutIn).is_none()
             );
-            let mixed = Tensor::<2>::ones([1, 4], &device).cast(DType::F16);
-            assert!(few_rows_matmul(&mixed, &w, WeightLayout::OutIn).is_none());
+            let bf_weight = w.clone().cast(DType::BF16);
+            let x = Tensor::<2>::ones([1, 4], &device);
+            assert!(few_rows_matmul(&x, &bf_weight, WeightLayout::OutIn).is_none());
             let ad = device.autodiff();
             let xa = Tensor::<2>::ones([1, 4], &ad);
             let wa = Tensor::<2>::ones([6, 4], &ad);

@@ -194,7 +194,7 @@ fn in_out(isa: Isa, xs: &[&[f32]], weights: Weights<'_>, d_out: usize) -> Vec<f3
 }
 
 /// A weight element the kernels can widen to f32.
-trait Element: Copy + Send + Sync {
+pub(crate) trait Element: Copy + Send + Sync {
     fn widen(self) -> f32;
 }
 
@@ -214,7 +214,7 @@ impl Element for f16 {
 
 /// Element types with an AVX2 kernel. The defaults are the portable loops, which is what a
 /// target without x86-64 gets (`Isa::detect` never returns `Avx2` there).
-trait Avx2Element: Element {
+pub(crate) trait Avx2Element: Element {
     /// `out[r] = w · xs[r]`.
     fn dot_avx2(w: &[Self], xs: &[&[f32]], out: &mut [f32]) {
         dot_portable(w, xs, out)
@@ -225,14 +225,14 @@ trait Avx2Element: Element {
     }
 }
 
-fn dot_group<E: Avx2Element>(isa: Isa, w: &[E], xs: &[&[f32]], out: &mut [f32]) {
+pub(crate) fn dot_group<E: Avx2Element>(isa: Isa, w: &[E], xs: &[&[f32]], out: &mut [f32]) {
     match isa {
         Isa::Avx2 => E::dot_avx2(w, xs, out),
         Isa::Portable => dot_portable(w, xs, out),
     }
 }
 
-fn axpy_group<E: Avx2Element>(
+pub(crate) fn axpy_group<E: Avx2Element>(
     isa: Isa,
     w: &[E],
     d_out: usize,

@@ -86,12 +86,16 @@ impl LlamaAttention {
             Some((layer, past, capacity)) => layer.append(k, v, past, capacity),
             None => (k, v),
         };
+        // The cache may hold half-precision keys and values under f32 queries: burn's ops then
+        // run in the cache's dtype (softmax in f32), janus-kernels' reads it as it is.
+        let dtype = q.dtype();
         let out = if t == 1 {
-            single_query_attention(q, k, v, mask)
+            janus_kernels::cached_attention(&q, &k, &v, mask.as_ref())
+                .unwrap_or_else(|| single_query_attention(q.cast(k.dtype()), k, v, mask))
         } else {
             let is_causal = mask.is_none();
             attention(
-                q,
+                q.cast(k.dtype()),
                 k,
                 v,
                 mask,
@@ -102,6 +106,7 @@ impl LlamaAttention {
                 },
             )
         };
+        let out = out.cast(dtype);
         let out = out
             .swap_dims(1, 2)
             .reshape([b, t, self.num_heads * self.head_dim]);

@@ -1,12 +1,14 @@
-use burn::tensor::{Bool, Device, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
 
 use crate::LlmError;
 
 /// Keys and values of one layer, preallocated to the cache capacity.
 #[derive(Debug, Default)]
 pub(crate) struct LayerKv {
-    /// `[B, H_kv, capacity, head_dim]` each, allocated on the first write (in the keys' dtype).
+    /// `[B, H_kv, capacity, head_dim]` each, allocated on the first write.
     buffers: Option<(Tensor<4>, Tensor<4>)>,
+    /// Element type of the buffers (`None`: the keys' dtype).
+    dtype: Option<DType>,
 }
 
 impl LayerKv {
@@ -22,6 +24,10 @@ impl LayerKv {
         capacity: usize,
     ) -> (Tensor<4>, Tensor<4>) {
         let [b, h, t, d] = k.dims();
+        let (k, v) = match self.dtype {
+            Some(dtype) if dtype != k.dtype() => (k.cast(dtype), v.cast(dtype)),
+            _ => (k, v),
+        };
         let (kb, vb) = self.buffers.get_or_insert_with(|| {
             let opts = (&k.device(), k.dtype());
             (
@@ -64,6 +70,15 @@ impl KvCache {
             valid: vec![Vec::with_capacity(capacity); batch],
             len: 0,
         }
+    }
+
+    /// Stores keys and values as `dtype` (by default they keep the dtype the layers give them,
+    /// f32). Half-precision storage halves the cache and what a step reads from it.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        for layer in &mut self.layers {
+            layer.dtype = Some(dtype);
+        }
+        self
     }
 
     /// Positions filled so far (padding included).

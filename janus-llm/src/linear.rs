@@ -67,6 +67,9 @@ impl LlamaLinear {
     /// janus-kernels' bandwidth-bound product where it applies (burn-flex, f32/f16, inference)
     /// and [`few_rows_matmul_t`] elsewhere; more rows (prefill) are one matrix product.
     ///
+    /// `x` may be f32 over a half-precision weight (janus-llm keeps its activations in f32):
+    /// the output then has `x`'s dtype.
+    ///
     /// # Shapes
     /// - x: `[..., d_input]`
     /// - output: `[..., d_output]`
@@ -77,11 +80,24 @@ impl LlamaLinear {
         out_shape[D - 1] = d_output;
         let rows = x.shape().num_elements() / d_input;
         let x = x.reshape([rows, d_input]);
-        let y = if (1..=FEW_ROWS).contains(&rows) {
+        let kernel = if (1..=FEW_ROWS).contains(&rows) {
             janus_kernels::few_rows_matmul(&x, &weight, WeightLayout::OutIn)
-                .unwrap_or_else(|| few_rows_matmul_t(x.clone(), weight, BLOCK_BYTES))
         } else {
-            x.clone().matmul(weight.transpose())
+            None
+        };
+        let y = match kernel {
+            Some(y) => y,
+            None if weight.dtype() != x.dtype() && rows > FEW_ROWS => {
+                x.clone().matmul(weight.cast(x.dtype()).transpose())
+            }
+            None if weight.dtype() != x.dtype() => {
+                // f32 activations over half-precision weights: the product runs in the weight's
+                // dtype (the input is a few rows; the weight is not copied), back to f32 after.
+                let dtype = x.dtype();
+                let xw = x.clone().cast(weight.dtype());
+                product(xw, weight, rows).cast(dtype)
+            }
+            None => product(x.clone(), weight, rows),
         };
         let y = match self.lora_dropout_branch(x) {
             Some(correction) => y + correction,
@@ -107,6 +123,15 @@ impl LlamaLinear {
         // a: [d_output, r], b: [r, d_input] for an [out, in] weight.
         let low = (dropped - x).matmul(adapter.b.val().transpose());
         Some(low.matmul(a.transpose()) * adapter.scale)
+    }
+}
+
+/// `x · Wᵀ` by burn's ops: [`few_rows_matmul_t`] for a few rows, one matrix product otherwise.
+fn product(x: Tensor<2>, weight: Tensor<2>, rows: usize) -> Tensor<2> {
+    if (1..=FEW_ROWS).contains(&rows) {
+        few_rows_matmul_t(x, weight, BLOCK_BYTES)
+    } else {
+        x.matmul(weight.transpose())
     }
 }
 

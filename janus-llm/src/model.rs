@@ -2,7 +2,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 
 use crate::linear::{LlamaLinear, LlamaLinearConfig};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 
 use crate::cache::{KvCache, attention_mask};
 use crate::decoder_layer::{LlamaDecoderLayer, LlamaDecoderLayerConfig};
@@ -81,6 +81,10 @@ impl LlamaModel {
     /// cache the new keys and values are appended to it, so a prefill followed by single-token
     /// steps equals one full pass.
     ///
+    /// Whatever the weights' dtype, the layers compute in f32 (the cache may store keys and
+    /// values in half precision, see [`Self::new_cache`]); the output is cast back to the
+    /// embeddings' dtype.
+    ///
     /// # Shapes
     /// - embeds: `[B, T, D]`; padding: `B` rows of `T` flags
     /// - output: `[B, T, D]`
@@ -123,9 +127,16 @@ impl LlamaModel {
             None => vec![0; b],
         };
         let positions = positions_tensor(positions_from_mask(rows, &offsets), b, t, &device);
-        let (cos, sin) = self.rope.cos_sin(positions, embeds.dtype());
-
-        let mut x = embeds;
+        // Activations and RoPE tables stay in f32 whatever the weights' dtype:
+        // half-precision weights then cost only their (halved) reading, not f16 element-wise
+        // ops, and the sums are as accurate as in f32 (docs/perf-notes.md §18).
+        let out_dtype = embeds.dtype();
+        let (cos, sin) = self.rope.cos_sin(positions, DType::F32);
+        let mut x = if out_dtype == DType::F32 {
+            embeds
+        } else {
+            embeds.cast(DType::F32)
+        };
         match cache {
             Some(cache) => {
                 cache.check_room(b, t)?;
@@ -143,16 +154,29 @@ impl LlamaModel {
                 }
             }
         }
-        Ok(self.norm.forward(x))
+        let hidden = self.norm.forward(x);
+        Ok(if out_dtype == DType::F32 {
+            hidden
+        } else {
+            hidden.cast(out_dtype)
+        })
     }
 
     /// A cache sized for this model: `batch` rows, up to `capacity` positions.
+    ///
+    /// With half-precision weights the cache holds keys and values in that dtype too (as
+    /// llama.cpp's default F16 cache does): half the memory and half the reading per step;
+    /// otherwise f32.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache {
-        KvCache::new(
+        let cache = KvCache::new(
             self.layers.len(),
             batch,
             capacity.min(self.max_position_embeddings),
-        )
+        );
+        match self.embed_tokens.weight.val().dtype() {
+            dtype @ (DType::F16 | DType::BF16) => cache.with_dtype(dtype),
+            _ => cache,
+        }
     }
 }
 

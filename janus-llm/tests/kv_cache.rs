@@ -1,7 +1,8 @@
 //! The cache must be invisible: any split of a sequence into prefill + steps gives the logits of
 //! one full pass, with and without left padding.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use janus_llm::{LlamaConfig, LlamaForCausalLM, LlmError};
 
 fn tiny(device: &Device) -> LlamaForCausalLM {
@@ -89,6 +90,74 @@ fn left_padding_does_not_change_a_row() {
         .unwrap();
     let diff = max_abs_diff(step.slice([0..1, 0..1]), longer.slice([0..1, 4..5]));
     assert!(diff < 1e-4, "step after padded prefill differs by {diff}");
+}
+
+/// Casts every parameter, as the loader does for `--dtype f16|bf16`.
+struct CastTo(DType);
+
+impl ModuleMapper for CastTo {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
+    }
+}
+
+/// Half-precision weights keep a half-precision cache (janus-kernels reads f16 directly, bf16
+/// goes through burn's ops); the steps must still match a full pass (which attends over the
+/// layers' f32 keys and values) to within that rounding, padding and GQA included.
+#[test]
+fn half_precision_cache_decodes_like_a_full_pass() {
+    let device = Device::flex();
+    for dtype in [DType::F16, DType::BF16] {
+        let llm = tiny(&device).map(&mut CastTo(dtype));
+        let rows = vec![vec![0, 3, 9, 4, 11, 27, 8], vec![5, 6, 7, 8, 9, 10, 11]];
+        let mask = vec![
+            vec![false, true, true, true, true, true, true],
+            vec![true; 7],
+        ];
+        let full = llm.forward(ids(&rows, &device), Some(&mask), None).unwrap();
+        assert_eq!(full.dtype(), dtype);
+        let mut cache = llm.model.new_cache(2, 8);
+        let prompt: Vec<Vec<i64>> = rows.iter().map(|r| r[..4].to_vec()).collect();
+        let prompt_mask: Vec<Vec<bool>> = mask.iter().map(|r| r[..4].to_vec()).collect();
+        let mut parts = vec![
+            llm.forward(ids(&prompt, &device), Some(&prompt_mask), Some(&mut cache))
+                .unwrap(),
+        ];
+        for i in 4..7 {
+            let step: Vec<Vec<i64>> = rows.iter().map(|r| vec![r[i]]).collect();
+            parts.push(
+                llm.forward(ids(&step, &device), None, Some(&mut cache))
+                    .unwrap(),
+            );
+        }
+        let cached = Tensor::cat(parts, 1).cast(DType::F32);
+        let full = full.cast(DType::F32);
+        // Padded positions carry no meaning; compare row 0 from position 1 on, and row 1.
+        let diff = max_abs_diff(
+            cached.clone().slice([0..1, 1..7]),
+            full.clone().slice([0..1, 1..7]),
+        )
+        .max(max_abs_diff(
+            cached.slice([1..2, 0..7]),
+            full.slice([1..2, 0..7]),
+        ));
+        let scale = full_scale(&llm, &rows, &device);
+        assert!(
+            diff < 2e-2 * scale,
+            "{dtype:?}: cached decode differs from full pass by {diff} (logits up to {scale})"
+        );
+    }
+}
+
+fn full_scale(llm: &LlamaForCausalLM, rows: &[Vec<i64>], device: &Device) -> f32 {
+    let logits = llm.forward(ids(rows, device), None, None).unwrap();
+    logits
+        .cast(DType::F32)
+        .abs()
+        .max()
+        .into_scalar::<f32>()
+        .max(1.0)
 }
 
 #[test]
