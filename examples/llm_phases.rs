@@ -10,6 +10,11 @@
 //! PERF_CTL=/tmp/ctl perf record --control=fifo:/tmp/ctl -D -1 -g \
 //!     ./target/release/examples/llm_phases decode [steps] [f32|f16|bf16]
 //! ```
+//!
+//! With a fourth argument `blocks` (`decode` or `gen`), the model is built and prefilled once,
+//! `ready` is printed, and then each line read from stdin runs one block of `steps` steps and
+//! prints `block_ms <mean per step>`: `scripts/side-by-side/duel.sh` runs llama-bench between
+//! the blocks, so both sides are timed seconds apart in the same memory-bandwidth window.
 
 #[path = "../benches/common/mod.rs"]
 mod workload;
@@ -40,7 +45,11 @@ fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("unknown dtype {name}: f32, f16 or bf16"))?,
         None => DType::F32,
     };
+    let blocks: Option<usize> = std::env::args().nth(4).map(|s| s.parse()).transpose()?;
     let w = Workload::new(Shape::Pro1b.config()?, dtype, Device::flex())?;
+    if let Some(blocks) = blocks {
+        return run_blocks(&w, &stage, steps, blocks);
+    }
     match stage.as_str() {
         "prefill" => {
             perf_ctl("enable");
@@ -64,6 +73,51 @@ fn main() -> anyhow::Result<()> {
             println!("gen_ms_per_step {:.1}", mean_ms(&times));
         }
         other => anyhow::bail!("unknown stage {other}: prefill, decode or gen"),
+    }
+    Ok(())
+}
+
+/// `blocks` blocks of `steps` decode (or generation) steps, each started by a line on stdin.
+/// Decode blocks continue one cache (its length grows by `steps` per block).
+fn run_blocks(w: &Workload, stage: &str, steps: usize, blocks: usize) -> anyhow::Result<()> {
+    let go = || -> anyhow::Result<bool> {
+        let mut line = String::new();
+        Ok(std::io::stdin().read_line(&mut line)? > 0)
+    };
+    let ready = || -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready")?;
+        Ok(out.flush()?)
+    };
+    let report = |times: &[std::time::Duration]| -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "block_ms {:.1}", mean_ms(times))?;
+        Ok(out.flush()?)
+    };
+    match stage {
+        "decode" => {
+            let (mut cache, token) = w.prefill(w.prefill_input(), steps * blocks)?;
+            ready()?;
+            for _ in 0..blocks {
+                if !go()? {
+                    break;
+                }
+                let times = w.decode(&mut cache, token, steps)?;
+                report(&times)?;
+            }
+        }
+        "gen" => {
+            let batch = w.gen_batch()?;
+            ready()?;
+            for block in 0..blocks {
+                if !go()? {
+                    break;
+                }
+                let (_, times) = w.generate(&batch, steps.min(GEN_STEPS), block as u64)?;
+                report(&times)?;
+            }
+        }
+        other => anyhow::bail!("blocks are for decode or gen, not {other}"),
     }
     Ok(())
 }

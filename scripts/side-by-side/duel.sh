@@ -5,6 +5,12 @@
 #   scripts/side-by-side/duel.sh                       # f32 decode, 8 pairs, 2 threads
 #   scripts/side-by-side/duel.sh --dtype f16 --pairs 6 # f16 weights vs llama.cpp F16
 #   scripts/side-by-side/duel.sh --stage gen           # our CFG generation step vs llama.cpp decode
+#   scripts/side-by-side/duel.sh --separate            # each of ours a fresh process (older way)
+#
+# By default ours is one process, built and prefilled once, that runs a block of steps each time
+# llama-bench has finished one run, so the two timed parts are seconds apart (decode blocks
+# continue one cache: its length grows by --steps per pair). --separate starts ours afresh for
+# every pair (model build and prefill between the two timed parts, ≈ 25 s).
 #
 # Why: this VM's memory bandwidth drifts between windows of ≈ 32 and ≈ 48 GB/s lasting tens of
 # seconds to minutes (docs/perf-notes.md §11), and a decode step is bandwidth-bound, so a
@@ -23,16 +29,18 @@ STEPS=32
 THREADS=2
 DTYPE=f32
 STAGE=decode
+SEPARATE=
 
 usage() {
   cat <<EOF
-usage: scripts/side-by-side/duel.sh [--pairs N] [--steps S] [--threads T] [--dtype f32|f16] [--stage decode|gen]
+usage: scripts/side-by-side/duel.sh [--pairs N] [--steps S] [--threads T] [--dtype f32|f16] [--stage decode|gen] [--separate]
   --pairs N    alternated pairs (default $PAIRS)
   --steps S    decode steps per measurement, both sides (default $STEPS)
   --threads T  threads for both (default $THREADS)
   --dtype D    f32 (llama.cpp f32 GGUF) or f16 (F16 GGUF) (default $DTYPE)
   --stage S    decode (our decode step) or gen (our two-row CFG generation step); llama.cpp
                always runs its decode (default $STAGE)
+  --separate   a fresh process of ours per pair instead of one process running a block per pair
 EOF
 }
 
@@ -44,6 +52,7 @@ while [ $# -gt 0 ]; do
     --threads) need "$@"; THREADS="$2"; shift 2 ;;
     --dtype) need "$@"; DTYPE="$2"; shift 2 ;;
     --stage) need "$@"; STAGE="$2"; shift 2 ;;
+    --separate) SEPARATE=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "duel.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -66,14 +75,33 @@ export RAYON_NUM_THREADS="$THREADS"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 echo "pair	ours_${STAGE}_ms	llamacpp_decode_ms	ratio	load"
-for i in $(seq 1 "$PAIRS"); do
-  ours="$("$OURS" "$STAGE" "$STEPS" "$DTYPE" 2>/dev/null | awk '/_ms/ {print $2}')"
+llama_ms() {
   "$LLAMA_BENCH" -m "$GGUF" -p 0 -n "$STEPS" -r 1 -t "$THREADS" -o json >"$OUT/l.json" 2>/dev/null
-  llama="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; print("%.1f" % (1e3 / r["avg_ts"]))' "$OUT/l.json")"
-  ratio="$(python3 -c "print(f'{$ours/$llama:.3f}')")"
-  echo "$i	$ours	$llama	$ratio	$(cut -d' ' -f1 /proc/loadavg)"
-  echo "$ours $llama $ratio" >>"$OUT/pairs"
-done
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; print("%.1f" % (1e3 / r["avg_ts"]))' "$OUT/l.json"
+}
+record() {
+  local ratio
+  ratio="$(python3 -c "print(f'{$2/$3:.3f}')")"
+  echo "$1	$2	$3	$ratio	$(cut -d' ' -f1 /proc/loadavg)"
+  echo "$2 $3 $ratio" >>"$OUT/pairs"
+}
+if [ -n "$SEPARATE" ]; then
+  for i in $(seq 1 "$PAIRS"); do
+    ours="$("$OURS" "$STAGE" "$STEPS" "$DTYPE" 2>/dev/null | awk '/_ms/ {print $2}')"
+    record "$i" "$ours" "$(llama_ms)"
+  done
+else
+  coproc BLOCKS { "$OURS" "$STAGE" "$STEPS" "$DTYPE" "$PAIRS" 2>/dev/null; }
+  read -r line <&"${BLOCKS[0]}" || true
+  [ "$line" = ready ] || { echo "duel.sh: llm_phases did not start (got '$line')" >&2; exit 1; }
+  for i in $(seq 1 "$PAIRS"); do
+    llama="$(llama_ms)"
+    echo go >&"${BLOCKS[1]}"
+    read -r line <&"${BLOCKS[0]}" || { echo "duel.sh: llm_phases stopped" >&2; exit 1; }
+    record "$i" "${line#block_ms }" "$llama"
+  done
+  wait
+fi
 python3 - "$OUT/pairs" "$STAGE" "$DTYPE" <<'EOF'
 import statistics, sys
 rows = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
