@@ -69,6 +69,7 @@ pub fn cached_attention(
     match (keys.data, values.data) {
         (Weights::F32(k), Weights::F32(v)) => run(q, sizes, (&keys, k), (&values, v), masked),
         (Weights::F16(k), Weights::F16(v)) => run(q, sizes, (&keys, k), (&values, v), masked),
+        (Weights::BF16(k), Weights::BF16(v)) => run(q, sizes, (&keys, k), (&values, v), masked),
         _ => None,
     }
 }
@@ -163,7 +164,7 @@ fn run<E: Avx2Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use half::f16;
+    use half::{bf16, f16};
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
         (0..n)
@@ -231,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_f64_for_gqa_masks_and_both_element_types() {
+    fn matches_f64_for_gqa_masks_and_every_element_type() {
         // 6 query heads over 2 kv heads (groups of 3), 2 batch rows, 13 of 16 positions used,
         // head_dim 20 (not a multiple of the vector width).
         let (batch, heads, kv_heads, cap, len, d) = (2, 6, 2, 16, 13, 20);
@@ -249,29 +250,41 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
             }
-            // f16 cache: the reference sees the same rounded values.
+            // Half-precision caches: the reference sees the same rounded values.
             let k16: Vec<f16> = k.iter().map(|x| f16::from_f32(*x)).collect();
             let v16: Vec<f16> = v.iter().map(|x| f16::from_f32(*x)).collect();
-            let widen = |x: &[f16]| x.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
-            let want = reference(
-                &q,
-                &widen(&k16),
-                &widen(&v16),
-                batch,
-                heads,
-                kv_heads,
-                cap,
-                len,
-                d,
-                mask,
-            );
-            let (kv, vv) = (
-                view(Weights::F16(&k16), kv_heads, cap, d),
-                view(Weights::F16(&v16), kv_heads, cap, d),
-            );
-            let got = cached_attention(&q, batch, heads, d, kv, vv, kv_heads, len, mask).unwrap();
-            for (g, w) in got.iter().zip(&want) {
-                assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+            let kb: Vec<bf16> = k.iter().map(|x| bf16::from_f32(*x)).collect();
+            let vb: Vec<bf16> = v.iter().map(|x| bf16::from_f32(*x)).collect();
+            let halves = [
+                (Weights::F16(&k16), Weights::F16(&v16)),
+                (Weights::BF16(&kb), Weights::BF16(&vb)),
+            ];
+            for (kh, vh) in halves {
+                let widen = |w: Weights<'_>| -> Vec<f32> {
+                    match w {
+                        Weights::F16(x) => x.iter().map(|h| h.to_f32()).collect(),
+                        Weights::BF16(x) => x.iter().map(|h| h.to_f32()).collect(),
+                        Weights::F32(x) => x.to_vec(),
+                    }
+                };
+                let want = reference(
+                    &q,
+                    &widen(kh),
+                    &widen(vh),
+                    batch,
+                    heads,
+                    kv_heads,
+                    cap,
+                    len,
+                    d,
+                    mask,
+                );
+                let (kv, vv) = (view(kh, kv_heads, cap, d), view(vh, kv_heads, cap, d));
+                let got =
+                    cached_attention(&q, batch, heads, d, kv, vv, kv_heads, len, mask).unwrap();
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+                }
             }
         }
     }

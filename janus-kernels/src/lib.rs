@@ -145,7 +145,7 @@ pub fn attention_qkv(qkv: &Tensor<3>, heads: usize) -> Option<Tensor<3>> {
 }
 
 /// One query per head attending over a KV cache through [`cached::cached_attention`]: f32
-/// queries on burn-flex without autodiff, keys and values f32 or f16 (the same), views whose last
+/// queries on burn-flex without autodiff, keys and values f32, f16 or bf16 (the same), views whose last
 /// two dims are contiguous (a cache buffer sliced to its filled length). `None` otherwise, and
 /// the caller uses burn's ops.
 ///
@@ -172,9 +172,9 @@ pub fn cached_attention(
 
 /// `x · Wᵀ` (`OutIn`) or `x · W` (`InOut`) through [`rows::matmul_rows`], when it applies.
 ///
-/// Applies to 1–[`MAX_ROWS`] rows on the burn-flex backend (no autodiff), with `x` and the weight
-/// each in f32 or f16 (not necessarily the same: f32 activations over f16 weights is the
-/// half-precision decode) and a contiguous weight; the output has `x`'s dtype.
+/// Applies to 1–[`MAX_ROWS`] rows on the burn-flex backend (no autodiff), with `x` in f32 or f16
+/// and a contiguous weight in f32, f16 or bf16 (f32 activations over half-precision weights is
+/// the half-precision decode); the output has `x`'s dtype.
 /// Returns `None` otherwise — always without the `flex` feature — and the caller uses burn's
 /// own product.
 ///
@@ -204,7 +204,7 @@ mod flex {
     use super::{MAX_ROWS, WeightLayout};
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
-    use burn::tensor::{Bool, DType, Tensor, TensorData, f16};
+    use burn::tensor::{Bool, DType, Tensor, TensorData, bf16, f16};
     use burn_dispatch::{
         BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind,
     };
@@ -387,6 +387,7 @@ mod flex {
         let data = match t.dtype() {
             DType::F32 => Weights::F32(t.storage::<f32>()),
             DType::F16 => Weights::F16(t.storage::<f16>()),
+            DType::BF16 => Weights::BF16(t.storage::<bf16>()),
             _ => return None,
         };
         // Single batch rows or heads may carry any stride; the kernel checks every head's end.
@@ -452,8 +453,9 @@ mod flex {
             _ => return None,
         };
         let (dtype, w_dtype) = (x.dtype(), weight.dtype());
-        let handled = |d: DType| matches!(d, DType::F32 | DType::F16);
-        if rows == 0 || rows > MAX_ROWS || !handled(dtype) || !handled(w_dtype) {
+        let handled = matches!(dtype, DType::F32 | DType::F16)
+            && matches!(w_dtype, DType::F32 | DType::F16 | DType::BF16);
+        if rows == 0 || rows > MAX_ROWS || !handled {
             return None;
         }
         if x.device().is_autodiff() {
@@ -466,7 +468,8 @@ mod flex {
         }
         let weights = match w_dtype {
             DType::F32 => Weights::F32(w.as_slice()?),
-            _ => Weights::F16(w.as_slice()?),
+            DType::F16 => Weights::F16(w.as_slice()?),
+            _ => Weights::BF16(w.as_slice()?),
         };
         let y = match dtype {
             DType::F32 => matmul_rows(xt.as_slice::<f32>()?, rows, weights, layout, d_in, d_out)?,
@@ -534,7 +537,12 @@ mod flex {
         fn mixed_dtypes_compute_in_f32_and_return_the_input_dtype() {
             let device = Device::flex();
             let w = Tensor::<2>::random([70, 33], burn::tensor::Distribution::Default, &device);
-            for (x_dtype, w_dtype) in [(DType::F32, DType::F16), (DType::F16, DType::F32)] {
+            let pairs = [
+                (DType::F32, DType::F16),
+                (DType::F16, DType::F32),
+                (DType::F32, DType::BF16),
+            ];
+            for (x_dtype, w_dtype) in pairs {
                 let w = w.clone().cast(w_dtype);
                 let x = Tensor::<2>::random([3, 33], burn::tensor::Distribution::Default, &device)
                     .cast(x_dtype);
@@ -650,9 +658,6 @@ mod flex {
             assert!(
                 few_rows_matmul(&bf, &w.clone().cast(DType::BF16), WeightLayout::OutIn).is_none()
             );
-            let bf_weight = w.clone().cast(DType::BF16);
-            let x = Tensor::<2>::ones([1, 4], &device);
-            assert!(few_rows_matmul(&x, &bf_weight, WeightLayout::OutIn).is_none());
             let ad = device.autodiff();
             let xa = Tensor::<2>::ones([1, 4], &ad);
             let wa = Tensor::<2>::ones([6, 4], &ad);

@@ -4,7 +4,7 @@
 //! applied to each piece while it is in cache. Accumulation is always in f32, also for f16
 //! weights.
 
-use half::f16;
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 /// The most input rows one call takes (a decode step has 1, an image-generation step 2 per image).
@@ -29,6 +29,8 @@ pub enum Weights<'a> {
     F32(&'a [f32]),
     /// 16-bit IEEE floats, widened to f32 on load.
     F16(&'a [f16]),
+    /// bfloat16 (the released checkpoints' dtype), widened to f32 on load (a 16-bit shift).
+    BF16(&'a [bf16]),
 }
 
 impl Weights<'_> {
@@ -36,13 +38,14 @@ impl Weights<'_> {
         match self {
             Weights::F32(w) => w.len(),
             Weights::F16(w) => w.len(),
+            Weights::BF16(w) => w.len(),
         }
     }
 
     fn element_bytes(&self) -> usize {
         match self {
             Weights::F32(_) => 4,
-            Weights::F16(_) => 2,
+            Weights::F16(_) | Weights::BF16(_) => 2,
         }
     }
 }
@@ -147,6 +150,7 @@ fn out_in(isa: Isa, xs: &[&[f32]], weights: Weights<'_>, d_in: usize, d_out: usi
                     match weights {
                         Weights::F32(w) => dot_group(isa, &w[span.clone()], xg, og),
                         Weights::F16(w) => dot_group(isa, &w[span.clone()], xg, og),
+                        Weights::BF16(w) => dot_group(isa, &w[span.clone()], xg, og),
                     }
                 }
             }
@@ -178,6 +182,7 @@ fn in_out(isa: Isa, xs: &[&[f32]], weights: Weights<'_>, d_out: usize) -> Vec<f3
                 match weights {
                     Weights::F32(w) => axpy_group(isa, w, d_out, c0, cb, xg, ag),
                     Weights::F16(w) => axpy_group(isa, w, d_out, c0, cb, xg, ag),
+                    Weights::BF16(w) => axpy_group(isa, w, d_out, c0, cb, xg, ag),
                 }
             }
             acc
@@ -206,6 +211,13 @@ impl Element for f32 {
 }
 
 impl Element for f16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl Element for bf16 {
     #[inline(always)]
     fn widen(self) -> f32 {
         self.to_f32()
@@ -297,11 +309,16 @@ impl Avx2Element for f32 {}
 #[cfg(not(target_arch = "x86_64"))]
 impl Avx2Element for f16 {}
 
+#[cfg(not(target_arch = "x86_64"))]
+impl Avx2Element for bf16 {}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     //! Only reached after `Isa::detect` found AVX2, FMA and F16C.
 
     use super::*;
+    // Named explicitly: `std::arch::x86_64` has types of the same names.
+    use half::{bf16, f16};
     use std::arch::x86_64::*;
 
     #[inline(always)]
@@ -458,6 +475,17 @@ mod avx2 {
 
     kernels!(f32, dot_f32, axpy_f32, load_f32);
     kernels!(f16, dot_f16, axpy_f16, load_f16);
+
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const bf16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable values; a bf16 is the top half of an f32.
+        unsafe {
+            let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+            _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))
+        }
+    }
+
+    kernels!(bf16, dot_bf16, axpy_bf16, load_bf16);
 }
 
 #[cfg(test)]
@@ -505,7 +533,7 @@ mod tests {
     }
 
     #[test]
-    fn both_layouts_both_dtypes_every_row_count_match_a_float64_reference() {
+    fn both_layouts_every_dtype_every_row_count_match_a_float64_reference() {
         // Odd sizes exercise the vector tails; 8 rows exercise two register groups.
         for (d_in, d_out) in [(37usize, 29usize), (64, 48), (133, 70)] {
             for rows in 1..=MAX_ROWS {
@@ -513,11 +541,15 @@ mod tests {
                 let w32 = values(d_in * d_out, 7 + d_in as u64);
                 let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
                 let w16_wide: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+                let wb: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
+                let wb_wide: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
                 for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
                     for isa in [Isa::Portable, Isa::Avx2] {
-                        for (weights, wide) in
-                            [(Weights::F32(&w32), &w32), (Weights::F16(&w16), &w16_wide)]
-                        {
+                        for (weights, wide) in [
+                            (Weights::F32(&w32), &w32),
+                            (Weights::F16(&w16), &w16_wide),
+                            (Weights::BF16(&wb), &wb_wide),
+                        ] {
                             let got = matmul_rows_with(isa, &x, rows, weights, layout, d_in, d_out)
                                 .unwrap();
                             let want = reference(&x, rows, wide, layout, d_in, d_out);

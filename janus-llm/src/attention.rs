@@ -150,3 +150,45 @@ fn single_query_attention(
     };
     probs.matmul(v).reshape([b, h, t, d])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// burn's path (what runs where janus-kernels declines): f32 queries cast to the cache's
+    /// half-precision dtype, softmax in f32; against the same maths all in f32 over the rounded
+    /// cache, GQA (4 query heads over 2 kv heads) and a mask included.
+    #[test]
+    fn single_query_attention_over_a_half_precision_cache() {
+        let device = Device::flex();
+        let (b, h, h_kv, s, d) = (2, 4, 2, 9, 8);
+        let q = Tensor::<4>::random([b, h, 1, d], Distribution::Default, &device);
+        let k = Tensor::<4>::random([b, h_kv, s, d], Distribution::Default, &device);
+        let v = Tensor::<4>::random([b, h_kv, s, d], Distribution::Default, &device);
+        let hidden: Vec<bool> = (0..b * h * s).map(|i| i % 4 == 1).collect();
+        let mask = Tensor::<4, Bool>::from_data(
+            burn::tensor::TensorData::new(hidden, [b, h, 1, s]),
+            &device,
+        );
+        for dtype in [DType::F16, DType::BF16] {
+            let (kh, vh) = (k.clone().cast(dtype), v.clone().cast(dtype));
+            let got = single_query_attention(
+                q.clone().cast(dtype),
+                kh.clone(),
+                vh.clone(),
+                Some(mask.clone()),
+            )
+            .cast(DType::F32);
+            let want = single_query_attention(
+                q.clone().cast(dtype).cast(DType::F32),
+                kh.cast(DType::F32),
+                vh.cast(DType::F32),
+                Some(mask.clone()),
+            );
+            let err = (got - want).abs().max().into_scalar::<f32>();
+            let tol = if dtype == DType::F16 { 2e-3 } else { 2e-2 };
+            assert!(err < tol, "{dtype:?}: {err}");
+        }
+    }
+}

@@ -102,13 +102,13 @@ impl ModuleMapper for CastTo {
     }
 }
 
-/// Half-precision weights keep a half-precision cache (janus-kernels reads f16 directly, bf16
-/// goes through burn's ops); the steps must still match a full pass (which attends over the
-/// layers' f32 keys and values) to within that rounding, padding and GQA included.
+/// Half-precision weights keep a half-precision cache; the steps must still match a full pass
+/// (which attends over the layers' f32 keys and values) to within that rounding, padding and GQA
+/// included. With the workspace's `flex` feature janus-kernels reads the cache; without it
+/// (`cargo test -p janus-llm`) burn's ops run in the cache's dtype.
 #[test]
 fn half_precision_cache_decodes_like_a_full_pass() {
-    let device = Device::flex();
-    for dtype in [DType::F16, DType::BF16] {
+    for (device, dtype) in [(Device::flex(), DType::F16), (Device::flex(), DType::BF16)] {
         let llm = tiny(&device).map(&mut CastTo(dtype));
         let rows = vec![vec![0, 3, 9, 4, 11, 27, 8], vec![5, 6, 7, 8, 9, 10, 11]];
         let mask = vec![
@@ -145,7 +145,7 @@ fn half_precision_cache_decodes_like_a_full_pass() {
         let scale = full_scale(&llm, &rows, &device);
         assert!(
             diff < 2e-2 * scale,
-            "{dtype:?}: cached decode differs from full pass by {diff} (logits up to {scale})"
+            "{dtype:?} on {device:?}: cached decode differs from full pass by {diff} (logits up to {scale})"
         );
     }
 }
