@@ -94,10 +94,11 @@ impl LlamaAttention {
                 .unwrap_or_else(|| single_query_attention(q.cast(k.dtype()), k, v, mask))
         } else {
             let is_causal = mask.is_none();
+            let rep = self.num_heads / self.num_kv_heads;
             attention(
                 q.cast(k.dtype()),
-                k,
-                v,
+                repeat_kv(k, rep),
+                repeat_kv(v, rep),
                 mask,
                 None,
                 AttentionModuleOptions {
@@ -112,6 +113,23 @@ impl LlamaAttention {
             .reshape([b, t, self.num_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
+}
+
+/// Repeats each key/value head `rep` times (GQA), as burn's `attention` wants as many key/value
+/// heads as query heads: burn-flex's own kernel accepts fewer, the autodiff backend's fallback
+/// multiplies mismatched shapes without a check and returns garbage.
+///
+/// # Shapes
+/// - x: `[B, H_kv, S, head_dim]`
+/// - output: `[B, H_kv · rep, S, head_dim]`
+fn repeat_kv(x: Tensor<4>, rep: usize) -> Tensor<4> {
+    if rep == 1 {
+        return x;
+    }
+    let [b, h_kv, s, d] = x.dims();
+    x.reshape([b, h_kv, 1, s, d])
+        .expand([b, h_kv, rep, s, d])
+        .reshape([b, h_kv * rep, s, d])
 }
 
 /// Attention of one new query per row over the whole cache, as two batched products.
