@@ -329,6 +329,15 @@ mod avx2 {
         lanes.iter().sum()
     }
 
+    /// How far ahead of its reads the dot kernel asks for weight bytes (into L2). The hardware streamer
+    /// stops at each 4 KiB page (one f16 row of a 2048-wide weight), and on a server core one
+    /// thread keeps too few misses in flight to pull its share of the bandwidth; a software
+    /// prefetch a page ahead took the decode-sequence products from 18 to 27 GB/s (f16) and 25
+    /// to 30 GB/s (f32) on a 2-core Xeon VM (docs/perf-notes.md §20). It crosses into the next
+    /// row, which is the next one read. The axpy kernel's rows are a whole `d_out` apart and a
+    /// prefetch there cost a third of its rate, so it has none.
+    const PREFETCH_BYTES: usize = 4096;
+
     /// Generates the dot and axpy kernels for one element type; `$load` widens 8 elements at a
     /// pointer to an `__m256`.
     macro_rules! kernels {
@@ -345,6 +354,9 @@ mod avx2 {
                 // SAFETY: i + 16 <= n = len of w and of every xs[r] (checked by the caller).
                 unsafe {
                     while i + 16 <= n {
+                        _mm_prefetch::<_MM_HINT_T1>(
+                            (wp.wrapping_add(i) as *const i8).wrapping_add(PREFETCH_BYTES),
+                        );
                         let w0 = $load(wp.add(i));
                         let w1 = $load(wp.add(i + 8));
                         for r in 0..R {
