@@ -30,16 +30,19 @@ THREADS=2
 DTYPE=f32
 STAGE=decode
 SEPARATE=
+DEPTH=0
 
 usage() {
   cat <<EOF
-usage: scripts/side-by-side/duel.sh [--pairs N] [--steps S] [--threads T] [--dtype f32|f16] [--stage decode|gen] [--separate]
+usage: scripts/side-by-side/duel.sh [--pairs N] [--steps S] [--threads T] [--dtype f32|f16] [--stage decode|gen] [--depth D] [--separate]
   --pairs N    alternated pairs (default $PAIRS)
   --steps S    decode steps per measurement, both sides (default $STEPS)
   --threads T  threads for both (default $THREADS)
   --dtype D    f32 (llama.cpp f32 GGUF) or f16 (F16 GGUF) (default $DTYPE)
   --stage S    decode (our decode step) or gen (our two-row CFG generation step); llama.cpp
                always runs its decode (default $STAGE)
+  --depth D    llama-bench's decode starts after D cached positions (-d; default $DEPTH). Ours
+               decodes after the workload's 640-position prompt: --depth 640 compares equal work
   --separate   a fresh process of ours per pair instead of one process running a block per pair
 EOF
 }
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
     --threads) need "$@"; THREADS="$2"; shift 2 ;;
     --dtype) need "$@"; DTYPE="$2"; shift 2 ;;
     --stage) need "$@"; STAGE="$2"; shift 2 ;;
+    --depth) need "$@"; DEPTH="$2"; shift 2 ;;
     --separate) SEPARATE=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "duel.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -61,6 +65,7 @@ for v in PAIRS STEPS THREADS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "duel.sh: --${v,,} needs a positive integer, got '${!v}'" >&2; exit 2; }
 done
 case "$DTYPE" in f32|f16) ;; *) echo "duel.sh: --dtype is f32 or f16, got '$DTYPE'" >&2; exit 2 ;; esac
+case "$DEPTH" in *[!0-9]*|"") echo "duel.sh: --depth is a number, got '$DEPTH'" >&2; exit 2 ;; esac
 case "$STAGE" in decode|gen) ;; *) echo "duel.sh: --stage is decode or gen, got '$STAGE'" >&2; exit 2 ;; esac
 
 LLAMA_BENCH="$WORK/llama-build/bin/llama-bench"
@@ -76,7 +81,7 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 echo "pair	ours_${STAGE}_ms	llamacpp_decode_ms	ratio	load"
 llama_ms() {
-  "$LLAMA_BENCH" -m "$GGUF" -p 0 -n "$STEPS" -r 1 -t "$THREADS" -o json >"$OUT/l.json" 2>/dev/null
+  "$LLAMA_BENCH" -m "$GGUF" -p 0 -n "$STEPS" -d "$DEPTH" -r 1 -t "$THREADS" -o json >"$OUT/l.json" 2>/dev/null
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; print("%.1f" % (1e3 / r["avg_ts"]))' "$OUT/l.json"
 }
 record() {
