@@ -145,9 +145,9 @@ pub fn attention_qkv(qkv: &Tensor<3>, heads: usize) -> Option<Tensor<3>> {
 }
 
 /// One query per head attending over a KV cache through [`cached::cached_attention`]: f32
-/// queries on burn-flex without autodiff, keys and values f32, f16 or bf16 (the same), views whose last
-/// two dims are contiguous (a cache buffer sliced to its filled length). `None` otherwise, and
-/// the caller uses burn's ops.
+/// queries on burn-flex without autodiff, keys and values f32, f16 or bf16 (the same), views
+/// whose last two dims are contiguous (a cache buffer sliced to its filled length). `None`
+/// otherwise, and the caller uses burn's ops.
 ///
 /// # Shapes
 /// - q: `[batch, heads, 1, head_dim]`; k, v: `[batch, kv_heads, len, head_dim]`
@@ -172,9 +172,9 @@ pub fn cached_attention(
 
 /// `x · Wᵀ` (`OutIn`) or `x · W` (`InOut`) through [`rows::matmul_rows`], when it applies.
 ///
-/// Applies to 1–[`MAX_ROWS`] rows on the burn-flex backend (no autodiff), with `x` in f32, f16 or bf16
-/// and a contiguous weight in f32, f16 or bf16 (f32 activations over half-precision weights is
-/// the half-precision decode); the output has `x`'s dtype.
+/// Applies to 1–[`MAX_ROWS`] rows on the burn-flex backend (no autodiff), with `x` in f32, f16
+/// or bf16 and a contiguous weight in f32, f16 or bf16 (f32 activations over half-precision
+/// weights is the half-precision decode); the output has `x`'s dtype.
 /// Returns `None` otherwise — always without the `flex` feature — and the caller uses burn's
 /// own product.
 ///
@@ -209,6 +209,7 @@ mod flex {
         BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind,
     };
     use half::slice::HalfFloatSliceExt;
+    use std::borrow::Cow;
 
     /// Whether the storage can be viewed as elements of `align` bytes (`as_slice` would panic
     /// on a misaligned buffer).
@@ -471,34 +472,39 @@ mod flex {
             DType::F16 => Weights::F16(w.as_slice()?),
             _ => Weights::BF16(w.as_slice()?),
         };
-        let y = match dtype {
-            DType::F32 => matmul_rows(xt.as_slice::<f32>()?, rows, weights, layout, d_in, d_out)?,
-            // A few rows of half-precision input: widened once, a negligible copy.
-            DType::F16 => {
-                let mut xs = vec![0f32; rows * d_in];
-                xt.as_slice::<f16>()?.convert_to_f32_slice(&mut xs);
-                matmul_rows(&xs, rows, weights, layout, d_in, d_out)?
-            }
-            _ => {
-                let mut xs = vec![0f32; rows * d_in];
-                xt.as_slice::<bf16>()?.convert_to_f32_slice(&mut xs);
-                matmul_rows(&xs, rows, weights, layout, d_in, d_out)?
-            }
+        // A few rows of half-precision input: widened once, a negligible copy.
+        let x32: Cow<'_, [f32]> = match dtype {
+            DType::F32 => Cow::Borrowed(xt.as_slice()?),
+            DType::F16 => Cow::Owned(widened::<f16>(xt.as_slice()?)),
+            _ => Cow::Owned(widened::<bf16>(xt.as_slice()?)),
         };
+        let y = matmul_rows(&x32, rows, weights, layout, d_in, d_out)?;
         let data = match dtype {
             DType::F32 => TensorData::new(y, [rows, d_out]),
-            DType::F16 => {
-                let mut out = vec![f16::ZERO; y.len()];
-                out.convert_from_f32_slice(&y);
-                TensorData::new(out, [rows, d_out])
-            }
-            _ => {
-                let mut out = vec![bf16::ZERO; y.len()];
-                out.convert_from_f32_slice(&y);
-                TensorData::new(out, [rows, d_out])
-            }
+            DType::F16 => TensorData::new(narrowed::<f16>(&y), [rows, d_out]),
+            _ => TensorData::new(narrowed::<bf16>(&y), [rows, d_out]),
         };
         Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
+    }
+
+    /// f16 or bf16 values as f32.
+    fn widened<H>(x: &[H]) -> Vec<f32>
+    where
+        [H]: HalfFloatSliceExt,
+    {
+        let mut out = vec![0f32; x.len()];
+        x.convert_to_f32_slice(&mut out);
+        out
+    }
+
+    /// f32 values rounded to f16 or bf16.
+    fn narrowed<H: Copy + Default>(y: &[f32]) -> Vec<H>
+    where
+        [H]: HalfFloatSliceExt,
+    {
+        let mut out = vec![H::default(); y.len()];
+        out.convert_from_f32_slice(y);
+        out
     }
 
     #[cfg(test)]

@@ -329,9 +329,9 @@ mod avx2 {
         lanes.iter().sum()
     }
 
-    /// How far ahead of its reads the dot kernel asks for weight bytes (into L2). The hardware streamer
-    /// stops at each 4 KiB page (one f16 row of a 2048-wide weight), and on a server core one
-    /// thread keeps too few misses in flight to pull its share of the bandwidth; a software
+    /// How far ahead of its reads the dot kernel asks for weight bytes (into L2). The hardware
+    /// streamer stops at each 4 KiB page (one f16 row of a 2048-wide weight), and one server
+    /// core seems to keep too few misses in flight to pull its share of the bandwidth; a software
     /// prefetch a page ahead took the decode-sequence products from 18 to 27 GB/s (f16) and 25
     /// to 30 GB/s (f32) on a 2-core Xeon VM (docs/perf-notes.md §20). It crosses into the next
     /// row, which is the next one read. The axpy kernel's rows are a whole `d_out` apart and a

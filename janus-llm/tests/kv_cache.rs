@@ -38,12 +38,11 @@ fn devices() -> [Device; 2] {
 #[test]
 fn prefill_then_steps_equals_full_pass() {
     for device in devices() {
-        prefill_then_steps_on(&device);
+        prefill_then_steps_on(device);
     }
 }
 
-fn prefill_then_steps_on(device: &Device) {
-    let device = device.clone();
+fn prefill_then_steps_on(device: Device) {
     let llm = tiny(&device);
     let rows = vec![
         vec![3, 9, 4, 11, 27, 8, 1, 30],
@@ -75,12 +74,11 @@ fn prefill_then_steps_on(device: &Device) {
 #[test]
 fn left_padding_does_not_change_a_row() {
     for device in devices() {
-        left_padding_on(&device);
+        left_padding_on(device);
     }
 }
 
-fn left_padding_on(device: &Device) {
-    let device = device.clone();
+fn left_padding_on(device: Device) {
     let llm = tiny(&device);
     let alone = llm
         .forward(ids(&[vec![4, 5, 6, 7]], &device), None, None)
@@ -126,7 +124,8 @@ impl ModuleMapper for CastTo {
 /// (`cargo test -p janus-llm`) burn's ops run in the cache's dtype.
 #[test]
 fn half_precision_cache_decodes_like_a_full_pass() {
-    for (device, dtype) in [(Device::flex(), DType::F16), (Device::flex(), DType::BF16)] {
+    let device = Device::flex();
+    for dtype in [DType::F16, DType::BF16] {
         let llm = tiny(&device).map(&mut CastTo(dtype));
         let rows = vec![vec![0, 3, 9, 4, 11, 27, 8], vec![5, 6, 7, 8, 9, 10, 11]];
         let mask = vec![
