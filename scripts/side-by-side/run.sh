@@ -9,6 +9,7 @@
 #   scripts/side-by-side/run.sh --skip-hf            # ours + llama.cpp only
 #   scripts/side-by-side/run.sh --only ours,llamacpp --stages text
 #   scripts/side-by-side/run.sh --setup-only         # install/build/write models, measure nothing
+#   scripts/side-by-side/run.sh --llamacpp-depth 0   # llama.cpp decode from an empty cache
 #
 # Everything downloaded or built lives under .side-by-side/ in the repository root (git-ignored):
 # venv/ (torch, transformers, gguf, cmake, ninja from PyPI), dl/ (the llama-cpp-python sdist),
@@ -22,6 +23,11 @@
 # and HF once after the rounds; the table gives the median over rounds and the min–max. This VM's
 # memory bandwidth drifts in windows of tens of seconds to minutes, so with one measurement each,
 # measured back to back, a ratio mostly tells which window each side landed in.
+#
+# llama.cpp's decode_ms_per_token is taken at depth 640 (llama-bench -d 640: decoding after 640
+# cached positions, the same work as ours after the workload's 640-position prompt); the depth-0
+# figure (WORKLOAD.md's llama-bench -p 640 -n 32) is measured too and given under the table.
+# --llamacpp-depth D (passed to table.py as --depth D) changes that depth.
 set -euo pipefail
 
 ORIG_ARGS="$*"
@@ -40,6 +46,7 @@ THREADS="$(nproc)"
 REPEATS=3
 HF_REPEATS=1
 LLAMA_REPEATS=""
+LLAMA_DEPTH=""  # empty: table.py's default, 640
 STAGES=""
 IMPLS="ours,hf,llamacpp"
 HALF=""
@@ -56,6 +63,9 @@ usage: scripts/side-by-side/run.sh [options]
   --repeats R          timed runs after the warm-up for ours and llama-bench (default $REPEATS)
   --hf-repeats R       timed runs after the warm-up for HF transformers (default $HF_REPEATS)
   --llamacpp-repeats R llama-bench -r (default: --repeats)
+  --llamacpp-depth D   llama.cpp's decode_ms_per_token after D cached positions (llama-bench -d;
+                       table.py --depth; default 640: ours decodes after the 640-position prompt,
+                       so equal work); the depth-0 decode is measured too, given under the table
   --stages LIST        stages for ours and HF: vision,text,gen,vq (default all)
   --only LIST          implementations to run: ours,hf,llamacpp (default all)
   --skip-ours | --skip-hf | --skip-llamacpp
@@ -85,7 +95,7 @@ drop_impl() { IMPLS="$(echo ",$IMPLS," | sed "s/,$1,/,/g; s/^,//; s/,$//")"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --threads|--repeats|--hf-repeats|--llamacpp-repeats|--stages|--only|--half|--half-stages|--bf16-stages|--rounds)
+    --threads|--repeats|--hf-repeats|--llamacpp-repeats|--llamacpp-depth|--stages|--only|--half|--half-stages|--bf16-stages|--rounds)
       [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; usage >&2; exit 2; } ;;
   esac
   case "$1" in
@@ -93,6 +103,7 @@ while [ $# -gt 0 ]; do
     --repeats) REPEATS="$2"; shift 2 ;;
     --hf-repeats) HF_REPEATS="$2"; shift 2 ;;
     --llamacpp-repeats) LLAMA_REPEATS="$2"; shift 2 ;;
+    --llamacpp-depth) LLAMA_DEPTH="$2"; shift 2 ;;
     --stages) STAGES="$2"; shift 2 ;;
     --only) IMPLS="$2"; shift 2 ;;
     --skip-ours) drop_impl ours; shift ;;
@@ -114,6 +125,11 @@ LLAMA_REPEATS="${LLAMA_REPEATS:-$REPEATS}"
 if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
   echo "run.sh: --rounds needs a positive integer (1, 2, 3, ...), got '$ROUNDS'" >&2; exit 2
 fi
+if [ -n "$LLAMA_DEPTH" ] && ! [[ "$LLAMA_DEPTH" =~ ^[0-9]+$ ]]; then
+  echo "run.sh: --llamacpp-depth needs a number of positions (0, 640, ...), got '$LLAMA_DEPTH'" >&2; exit 2
+fi
+LLAMA_DEPTH_ARGS=()
+[ -n "$LLAMA_DEPTH" ] && LLAMA_DEPTH_ARGS=(--depth "$LLAMA_DEPTH")
 for i in ${IMPLS//,/ }; do
   case "$i" in ours|hf|llamacpp) ;; *) echo "run.sh: unknown implementation '$i' (ours,hf,llamacpp)" >&2; exit 2 ;; esac
 done
@@ -190,10 +206,10 @@ measure_round() {
   if want llamacpp; then
     mem_check "llama.cpp f32" 8
     measure "llamacpp-f32$s" "$PY" "$HERE/table.py" llamacpp --bench "$LLAMA_BENCH" --model "$GGUF_F32" \
-      --dtype f32 --threads "$THREADS" --repeats "$LLAMA_REPEATS" --raw-out "$RUN/llama-bench-f32$s.raw.json"
+      --dtype f32 --threads "$THREADS" --repeats "$LLAMA_REPEATS" "${LLAMA_DEPTH_ARGS[@]}" --raw-out "$RUN/llama-bench-f32$s.raw.json"
     if [ "$F16" = 1 ]; then
       measure "llamacpp-f16$s" "$PY" "$HERE/table.py" llamacpp --bench "$LLAMA_BENCH" --model "$GGUF_F16" \
-        --dtype f16 --threads "$THREADS" --repeats "$LLAMA_REPEATS" --raw-out "$RUN/llama-bench-f16$s.raw.json"
+        --dtype f16 --threads "$THREADS" --repeats "$LLAMA_REPEATS" "${LLAMA_DEPTH_ARGS[@]}" --raw-out "$RUN/llama-bench-f16$s.raw.json"
     fi
   fi
 }
@@ -232,6 +248,7 @@ if [ "$DRY_RUN" = 1 ]; then
     echo "measure $name > ${RUN#"$ROOT"/}/$name.json 2> ${RUN#"$ROOT"/}/$name.log: $*"
   }
   echo "dry run: implementations $IMPLS, $ROUNDS round(s); no setup, nothing measured or written"
+  want llamacpp && echo "llama.cpp decode_ms_per_token at depth ${LLAMA_DEPTH:-640} (table.py --depth; plus depth 0)"
   measure_all
   merge_files
   echo "merge: table.py merge ${MERGE_FILES[*]//"$ROOT"\//} --meta ${RUN#"$ROOT"/}/meta.json ..."
@@ -374,6 +391,7 @@ json.dump({
     "repeats": $REPEATS,
     "hf_repeats": $HF_REPEATS,
     "llamacpp_repeats": $LLAMA_REPEATS,
+    "llamacpp_depth": ${LLAMA_DEPTH:-640},
     "rounds": $ROUNDS,
     "git": "$GIT_DESC",
     "command": "scripts/side-by-side/run.sh ${ORIG_ARGS:-}",

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Side-by-side helpers: run llama-bench as a WORKLOAD line, merge results, print the table.
 
-    # run llama-bench, keep its raw JSON, print one WORKLOAD JSON line (last line of stdout)
+    # run llama-bench, keep its raw JSON, print one WORKLOAD JSON line (last line of stdout):
+    # prefill from pp640, decode_ms_per_token from tg32 after --depth (640) cached positions,
+    # decode_ms_per_token_d0 from tg32 on an empty cache
     python table.py llamacpp --bench BIN --model M.gguf --dtype f32 --threads 2 --repeats 3 \
-        --raw-out raw.json
+        [--depth 640] --raw-out raw.json
 
     # merge the JSON lines of every implementation into one results file and print the table
     python table.py merge --ours ours.json [--ours-half h.json] [--hf hf.json] \
@@ -40,6 +42,10 @@ KEYS = [
     ("peak_rss_mb", "MiB"),
 ]
 
+# Keys that are not table rows but merge over rounds all the same (median): llama.cpp's decode
+# from an empty cache, for WORKLOAD.md's `llama-bench -p 640 -n 32`.
+EXTRA_KEYS = ["decode_ms_per_token_d0"]
+
 # Weight bytes a decode step must read (WORKLOAD.md): 24 layers + lm_head.
 DECODE_GB = {"f32": 5.8, "bf16": 2.9, "f16": 2.9}
 
@@ -75,43 +81,77 @@ def last_json_line(path):
 # --- llama-bench -------------------------------------------------------------------------
 
 def cmd_llamacpp(args):
-    cmd = [args.bench, "-m", args.model, "-p", str(args.prompt), "-n", str(args.gen),
-           "-t", str(args.threads), "-r", str(args.repeats), "-o", "json"] + args.extra
-    print("running: " + " ".join(cmd), file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if args.depth < 0:
+        sys.exit("table.py: --depth must be ≥ 0")
+    base = [args.bench, "-m", args.model, "-t", str(args.threads), "-r", str(args.repeats),
+            "-o", "json"]
+    # Two invocations: pp at depth 0 (as the workload's prompt), and tg both at --depth (the
+    # cache ours decodes after: equal work) and at depth 0 (WORKLOAD.md's `llama-bench -p 640
+    # -n 32`). -d prefills untimed, once per test.
+    depths = "0" if args.depth == 0 else f"0,{args.depth}"
+    runs = [base + ["-p", str(args.prompt), "-n", "0"] + args.extra,
+            base + ["-p", "0", "-n", str(args.gen), "-d", depths] + args.extra]
+    tests, stdouts, stderrs, failed = [], [], [], None
+    for cmd in runs:
+        print("running: " + " ".join(cmd), file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdouts.append(proc.stdout)
+        stderrs.append(f"== running: {' '.join(cmd)}\n{proc.stderr}")
+        if proc.returncode != 0:
+            failed = proc
+            break
+        try:
+            parsed = json.loads(proc.stdout)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list):
+            failed = proc
+            break
+        tests += parsed
     if args.raw_out:
+        # One JSON array with both invocations' tests (what merge reads); after a failure, the
+        # stdouts as they came, for reading.
         with open(args.raw_out, "w") as f:
-            f.write(proc.stdout)
+            f.write(json.dumps(tests, indent=2) + "\n" if failed is None else "\n".join(stdouts))
         with open(args.raw_out + ".stderr", "w") as f:
-            f.write(proc.stderr)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        sys.exit(f"table.py: llama-bench failed with exit code {proc.returncode}")
-    try:
-        tests = json.loads(proc.stdout)
-    except ValueError:
+            f.write("".join(stderrs))
+    if failed is not None:
+        sys.stderr.write(failed.stderr[-4000:])
+        if failed.returncode != 0:
+            sys.exit(f"table.py: llama-bench failed with exit code {failed.returncode}")
         sys.exit("table.py: llama-bench did not print a JSON array (see the raw output)")
+    # Max RSS over the waited-for children: the larger of the two invocations.
     rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 
     def tokens_per_s(test):
         samples = test.get("samples_ts") or [test["avg_ts"]]
         return statistics.median(samples)
 
-    pp = [t for t in tests if t.get("n_prompt") == args.prompt and t.get("n_gen") == 0]
-    tg = [t for t in tests if t.get("n_gen") == args.gen and t.get("n_prompt") == 0]
-    if not pp or not tg:
-        sys.exit(f"table.py: llama-bench output lacks pp{args.prompt} or tg{args.gen}")
-    pp_ts, tg_ts = tokens_per_s(pp[0]), tokens_per_s(tg[0])
+    def find(n_prompt, n_gen, depth, name):
+        # Older llama-bench builds have no n_depth: depth 0.
+        found = [t for t in tests if t.get("n_prompt") == n_prompt and t.get("n_gen") == n_gen
+                 and t.get("n_depth", 0) == depth]
+        if not found:
+            sys.exit(f"table.py: llama-bench output lacks {name} "
+                     f"(n_prompt {n_prompt}, n_gen {n_gen}, n_depth {depth}); see the raw output")
+        return found[0]
+
+    pp = find(args.prompt, 0, 0, f"pp{args.prompt}")
+    tg = find(0, args.gen, args.depth, f"tg{args.gen} @ d{args.depth}")
+    tg0 = find(0, args.gen, 0, f"tg{args.gen} @ d0")
+    pp_ts, tg_ts, tg0_ts = tokens_per_s(pp), tokens_per_s(tg), tokens_per_s(tg0)
     prefill_ms = args.prompt / pp_ts * 1e3
     decode_ms = 1e3 / tg_ts
+    decode_d0_ms = 1e3 / tg0_ts
     print(f"llama.cpp {args.dtype}: pp{args.prompt} {pp_ts:.2f} t/s -> prefill_ms {prefill_ms:.1f}; "
-          f"tg{args.gen} {tg_ts:.2f} t/s -> decode_ms_per_token {decode_ms:.1f} "
-          f"(median of {len(tg[0].get('samples_ts') or [0])} run(s); flash_attn {tg[0].get('flash_attn')}, "
-          f"KV {tg[0].get('type_k')}, n_ubatch {pp[0].get('n_ubatch')})")
+          f"tg{args.gen} @ d{args.depth} {tg_ts:.2f} t/s -> decode_ms_per_token {decode_ms:.1f}; "
+          f"tg{args.gen} @ d0 {tg0_ts:.2f} t/s -> decode_ms_per_token_d0 {decode_d0_ms:.1f} "
+          f"(median of {len(tg.get('samples_ts') or [0])} run(s); flash_attn {tg.get('flash_attn')}, "
+          f"KV {tg.get('type_k')}, n_ubatch {pp.get('n_ubatch')})")
     line = {
         "impl": "llama.cpp",
         "dtype": args.dtype,
-        "threads": tg[0].get("n_threads", args.threads),
+        "threads": tg.get("n_threads", args.threads),
         "vision_ms": None,
         "prefill_ms": round(prefill_ms, 3),
         "decode_ms_per_token": round(decode_ms, 3),
@@ -119,6 +159,8 @@ def cmd_llamacpp(args):
         "vq_decode_ms": None,
         "image_s_estimate": None,
         "peak_rss_mb": round(rss_kib / 1024.0, 1),
+        "decode_ms_per_token_d0": round(decode_d0_ms, 3),
+        "decode_depth": args.depth,
     }
     print(json.dumps(line, separators=(",", ":")), flush=True)
 
@@ -149,15 +191,17 @@ def fmt_range(values, unit):
 
 def merge_rounds(objs):
     """One implementation's result from its rounds' JSON objects: a single object as it is;
-    several: the first one's fields, each key of KEYS replaced by the median over the rounds
-    (`peak_rss_mb` by the maximum), and every round's object under "rounds"."""
+    several: the first one's fields, each key of KEYS and EXTRA_KEYS replaced by the median over
+    the rounds (`peak_rss_mb` by the maximum), and every round's object under "rounds"."""
     if not objs:
         return None
     if len(objs) == 1:
         return objs[0]
     out = dict(objs[0])
-    for key, _ in KEYS:
+    for key in [k for k, _ in KEYS] + EXTRA_KEYS:
         vals = [o[key] for o in objs if o.get(key) is not None]
+        if key in EXTRA_KEYS and key not in out and not vals:
+            continue  # older files: leave the key out
         if not vals:
             out[key] = None
         elif key == "peak_rss_mb":
@@ -222,6 +266,11 @@ def build_table(res, meta):
         out.append(f"Each cell: median of {n} alternated rounds (min–max over the rounds in "
                    "parentheses; `peak_rss_mb`: the maximum); ratios from the medians." + fewer)
 
+    depth_line = llamacpp_depth_line(res, get)
+    if depth_line:
+        out.append("")
+        out.append(depth_line)
+
     # Paired ratios: both sides of a target measured in the same round (minutes apart, so
     # closer in time than the medians of separate columns).
     paired = []
@@ -263,6 +312,47 @@ def build_table(res, meta):
             out.append("Load average (1/5/15 min) around each measurement: " +
                        "; ".join(f"{k} {v}" for k, v in loads.items()) + ".")
     return "\n".join(out)
+
+
+def llamacpp_depth_line(res, get):
+    """llama.cpp's decode depth and its depth-0 figures with ours' ratios to them; None for
+    results without them (files from before the depth run)."""
+    pairs = [(impl, label, num) for impl, label, num in
+             (("llamacpp_f32", "llama.cpp f32", "ours"), ("llamacpp_f16", "llama.cpp F16", "ours_half"))
+             if get(impl, "decode_ms_per_token_d0") is not None]
+    if not pairs:
+        return None
+    depths = []
+    for impl, _, _ in pairs:
+        r = res[impl]
+        for o in r.get("rounds") or [r]:
+            d = o.get("decode_depth", 0)  # files from before the depth run decoded at depth 0
+            if d not in depths:
+                depths.append(d)
+    depth = "/".join(str(d) for d in sorted(depths)) or "?"
+    several = any(len(round_values(res.get(impl), "decode_ms_per_token_d0")) > 1
+                  for impl, _, _ in pairs)
+    bits = []
+    for impl, label, num in pairs:
+        d0 = get(impl, "decode_ms_per_token_d0")
+        text = (f"{label} {fmt(d0, 'ms')}"
+                f"{fmt_range(round_values(res.get(impl), 'decode_ms_per_token_d0'), 'ms')} ms/token")
+        o = get(num, "decode_ms_per_token")
+        if o:
+            name = "ours" if num == "ours" else f"ours {res[num].get('dtype', 'half')}"
+            text += f", {name}/{label} depth 0 = **{o / d0:.2f}**"
+        bits.append(text)
+    if depths == [0]:
+        head = ("llama.cpp's `decode_ms_per_token` is measured at depth 0 (an empty cache; ours "
+                "decodes after the 640-position prompt, so it does more work).")
+    else:
+        # Equal work: ours decodes after the 640-position prompt.
+        head = (f"llama.cpp's `decode_ms_per_token` (in the decode and gen target ratios) is "
+                f"measured at depth {depth}: each token decoded after {depth} cached positions "
+                f"(`llama-bench -d {depth}`), as ours after the 640-position prompt.")
+    return (head + " From an empty cache (depth 0, the figure of WORKLOAD.md's `llama-bench -p 640 "
+            "-n 32`" + ("; median (min–max) over the rounds" if several else "") + "): " +
+            "; ".join(bits) + ".")
 
 
 def existing(paths):
@@ -319,6 +409,9 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--prompt", type=int, default=640)
     p.add_argument("--gen", type=int, default=32)
+    p.add_argument("--depth", type=int, default=640,
+                   help="cached positions before the timed decode (default 640: the workload's "
+                        "prompt, which ours decodes after); the depth-0 decode is measured too")
     p.add_argument("--raw-out")
     p.add_argument("extra", nargs="*", help="more llama-bench arguments (after --)")
     p.set_defaults(fn=cmd_llamacpp)
