@@ -115,8 +115,8 @@ pub fn group_norm(
         .par_chunks(block)
         .map(|b| {
             let n = b.len() as f64;
-            let mean = b.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = b.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let mean = sum_f64(b, |v| v) / n;
+            let var = sum_f64(b, |v| (v - mean) * (v - mean)) / n;
             (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
         })
         .collect();
@@ -140,6 +140,21 @@ pub fn group_norm(
             }
         });
     true
+}
+
+/// `Σ f(v)` over `b` in f64, in eight interleaved partial sums: one running sum waits on every
+/// add's latency and does not vectorise (≈ 8 % of a VQ decode went to GroupNorm's two sums).
+#[inline(always)]
+fn sum_f64(b: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v as f64);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 #[cfg(target_arch = "x86_64")]

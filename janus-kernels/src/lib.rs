@@ -645,6 +645,40 @@ mod flex {
         }
 
         #[test]
+        fn conv3x3_matches_burns_convolution() {
+            use super::super::{ConvAlgorithm, conv3x3_with};
+            use burn::tensor::module::conv2d;
+            use burn::tensor::ops::ConvOptions;
+            // A VQ-like width (several Winograd tiles per row) and an odd one (a half tile).
+            for (cin, h, w, cout) in [(8, 6, 40, 5), (3, 7, 9, 4)] {
+                let x = random([2, cin, h, w]);
+                let weight = random([cout, cin, 3, 3]);
+                let bias = random([cout]);
+                let want = conv2d(
+                    x.clone(),
+                    weight.clone(),
+                    Some(bias.clone()),
+                    ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+                );
+                for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Winograd] {
+                    let got = conv3x3_with(&x, &weight, Some(&bias), algorithm).expect("applies");
+                    let rows = 2 * cout * h;
+                    // f32 sums of 9·cin products, in other orders than burn's.
+                    close(
+                        &got.reshape([rows, w]),
+                        &want.clone().reshape([rows, w]),
+                        1e-4,
+                    );
+                }
+            }
+            // Not a 3×3 filter: declined.
+            let x = random([1, 2, 5, 5]);
+            assert!(
+                conv3x3_with(&x, &random([1, 2, 1, 1]), None, ConvAlgorithm::Winograd).is_none()
+            );
+        }
+
+        #[test]
         fn attention_matches_burns_attention() {
             use burn::tensor::module::attention;
             use burn::tensor::ops::AttentionModuleOptions;

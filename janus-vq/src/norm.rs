@@ -42,10 +42,10 @@ pub(crate) fn conv3x3(
         .init(device))
 }
 
-/// Width from which [`conv3x3_forward`] takes janus-kernels' convolution (Winograd F(2×2, 3×3)
-/// over a channels-last copy): at 96×96 and up it measured 18–30 % faster than burn-flex's at the
-/// VQ decoder shapes, at 48×48 equal; at 24×24, 512 channels, 37 % slower (few tiles to spread
-/// over the threads), so small maps stay on burn-flex.
+/// Width from which [`conv3x3_forward`] takes janus-kernels' convolution (Winograd F(2×2, 3×3)):
+/// at 96×96 and up it measured 2.9–3.7× faster than burn-flex's at the VQ decoder shapes, at
+/// 48×48 1.3×; at 24×24, 512 channels, 1.3× slower (12 tile rows to spread over the threads,
+/// each re-reading the 16 MB of transformed filters), so small maps stay on burn-flex.
 const KERNEL_MIN_WIDTH: usize = 32;
 
 /// Applies a 3×3, stride-1, padding-1 `conv` (as built by [`conv3x3`]): janus-kernels' two-core
