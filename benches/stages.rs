@@ -16,8 +16,9 @@ use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{DECODE_STEPS, GEN_STEPS, Shape, Workload, dtype_name, parse_dtype};
+use common::{DECODE_STEPS, GEN_STEPS, Shape, Workload};
 use criterion::{Criterion, criterion_group, criterion_main};
+use janus_rs::{dtype_name, parse_dtype};
 
 /// The model shared by every group, built on first use.
 fn workload() -> &'static Workload {
@@ -30,7 +31,7 @@ fn workload() -> &'static Workload {
         };
         let dtype_var = std::env::var("JANUS_BENCH_DTYPE").unwrap_or_else(|_| "f32".into());
         let dtype = parse_dtype(&dtype_var)
-            .unwrap_or_else(|| panic!("JANUS_BENCH_DTYPE={dtype_var}: use f32, bf16 or f16"));
+            .unwrap_or_else(|e| panic!("JANUS_BENCH_DTYPE={dtype_var}: {e}"));
         let config = shape.config().expect("model config");
         let start = Instant::now();
         let w = Workload::new(config, dtype, janus_rs::default_device()).expect("model init");

@@ -17,10 +17,10 @@ mod workload;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
-use workload::{
-    DECODE_STEPS, GEN_STEPS, Shape, Workload, dtype_name, mean_ms, median, parse_dtype, peak_rss_mb,
-};
+use janus_rs::dtype_name;
+use workload::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms, median, peak_rss_mb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Stage {
@@ -43,8 +43,8 @@ struct Args {
     #[arg(long, default_value = "pro-1b", value_parser = ["pro-1b", "pro-7b", "tiny"])]
     shape: String,
     /// Parameter and activation dtype.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
-    dtype: String,
+    #[arg(long, default_value = "f32", value_parser = janus_rs::parse_dtype)]
+    dtype: DType,
     /// Threads of the global rayon pool the CPU backend runs on (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         bail!("--repeats must be at least 1");
     }
     let shape = Shape::parse(&args.shape).context("unknown shape")?;
-    let dtype = parse_dtype(&args.dtype).context("unknown dtype")?;
+    let dtype = args.dtype;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

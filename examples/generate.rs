@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use burn::tensor::DType;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use janus_core::{GenerationOptions, Janus, LoadOptions, save_images};
@@ -47,14 +48,14 @@ struct Args {
     #[arg(long, default_value = "generated")]
     out: PathBuf,
     /// Parameter dtype.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
-    dtype: String,
+    #[arg(long, default_value = "f32", value_parser = janus_rs::parse_dtype)]
+    dtype: DType,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
-    let dtype = janus_rs::dtype_from_name(&args.dtype);
+    let dtype = args.dtype;
     let device = janus_rs::default_device();
     let start = Instant::now();
     let options = LoadOptions {

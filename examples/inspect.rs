@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::module::Module;
+use burn::tensor::DType;
 use clap::Parser;
 use janus_core::{CheckpointLayout, JanusModel, LoadOptions};
 
@@ -24,14 +25,14 @@ struct Args {
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Parameter dtype after loading.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
-    dtype: String,
+    #[arg(long, default_value = "f32", value_parser = janus_rs::parse_dtype)]
+    dtype: DType,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
-    let dtype = janus_rs::dtype_from_name(&args.dtype);
+    let dtype = args.dtype;
     let device = janus_rs::default_device();
     let layout = CheckpointLayout::discover(args.weights.as_deref().unwrap_or(&dir))?;
     let options = LoadOptions {

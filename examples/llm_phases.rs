@@ -41,8 +41,7 @@ fn main() -> anyhow::Result<()> {
         .nth(2)
         .map_or(Ok(DECODE_STEPS), |s| s.parse())?;
     let dtype = match std::env::args().nth(3) {
-        Some(name) => workload::parse_dtype(&name)
-            .ok_or_else(|| anyhow::anyhow!("unknown dtype {name}: f32, f16 or bf16"))?,
+        Some(name) => janus_rs::parse_dtype(&name).map_err(anyhow::Error::msg)?,
         None => DType::F32,
     };
     let blocks: Option<usize> = std::env::args().nth(4).map(|s| s.parse()).transpose()?;

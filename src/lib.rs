@@ -109,12 +109,38 @@ pub fn load_with_spinner(
     result
 }
 
-/// The parameter dtype named on the command line (`f32`, `bf16`, `f16`; clap restricts the
-/// choice, anything else means f32).
-pub fn dtype_from_name(name: &str) -> burn::tensor::DType {
+/// The parameter dtype named on the command line: `f32`, `bf16` or `f16`. The error names the
+/// choices; the examples give this function to clap as the argument's `value_parser`.
+pub fn parse_dtype(name: &str) -> Result<burn::tensor::DType, String> {
+    use burn::tensor::DType;
     match name {
-        "bf16" => burn::tensor::DType::BF16,
-        "f16" => burn::tensor::DType::F16,
-        _ => burn::tensor::DType::F32,
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        _ => Err(format!("unknown dtype `{name}`: use f32, bf16 or f16")),
+    }
+}
+
+/// The name [`parse_dtype`] takes for `dtype` (`f32` for any dtype it does not name).
+pub fn dtype_name(dtype: burn::tensor::DType) -> &'static str {
+    use burn::tensor::DType;
+    match dtype {
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        _ => "f32",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtype_names_round_trip_and_unknown_names_are_refused() {
+        for name in ["f32", "bf16", "f16"] {
+            assert_eq!(dtype_name(parse_dtype(name).unwrap()), name);
+        }
+        let err = parse_dtype("fp8").unwrap_err();
+        assert!(err.contains("fp8") && err.contains("bf16"), "{err}");
     }
 }

@@ -75,25 +75,6 @@ impl Shape {
     }
 }
 
-/// Parses `f32`, `bf16` or `f16`.
-pub fn parse_dtype(name: &str) -> Option<DType> {
-    match name {
-        "f32" => Some(DType::F32),
-        "bf16" => Some(DType::BF16),
-        "f16" => Some(DType::F16),
-        _ => None,
-    }
-}
-
-/// The name `parse_dtype` accepts.
-pub fn dtype_name(dtype: DType) -> &'static str {
-    match dtype {
-        DType::BF16 => "bf16",
-        DType::F16 => "f16",
-        _ => "f32",
-    }
-}
-
 /// Draws every lazily initialised parameter now and casts it to the target dtype, one tensor at
 /// a time (the loader's `FloatCastAdapter` leaves a loaded model in the same state).
 struct Materialise(DType);
