@@ -11,6 +11,8 @@
 //! (`[cout, 3·cin] · [3·cin, w]`) read straight from that buffer and accumulated into the NCHW
 //! output, which starts as the bias. Rows are spread over rayon's threads.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::SharedOut;
@@ -516,14 +518,17 @@ unsafe fn winograd_output(
             let hf = |j: usize| &s.half[(4 * dy + j) * n..(4 * dy + j + 1) * n];
             let (s0, s1, s2, s3) = (hf(0), hf(1), hf(2), hf(3));
             let at = o * h * w + (2 * ty + dy) * w + 2 * tx0;
-            // SAFETY: `cols` columns of row 2·ty + dy of channel o: this task's tiles.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out.add(at), cols) };
+            // SAFETY: `cols` columns of row 2·ty + dy of channel o: this task's tiles. Not yet
+            // initialised, hence `MaybeUninit`.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(out.add(at).cast::<MaybeUninit<f32>>(), cols)
+            };
             for (k, pair) in dst.chunks_exact_mut(2).enumerate() {
-                pair[0] = s0[k] + s1[k] + s2[k] + add;
-                pair[1] = s1[k] - s2[k] - s3[k] + add;
+                pair[0].write(s0[k] + s1[k] + s2[k] + add);
+                pair[1].write(s1[k] - s2[k] - s3[k] + add);
             }
             if cols > 2 * whole {
-                dst[2 * whole] = s0[whole] + s1[whole] + s2[whole] + add;
+                dst[2 * whole].write(s0[whole] + s1[whole] + s2[whole] + add);
             }
         }
     }
