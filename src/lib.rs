@@ -1,7 +1,7 @@
 //! Shared glue for the examples and benchmarks: backend selection by cargo feature.
 //!
 //! Library crates take a `&Device`; only binaries pick one. `cuda` wins over `vulkan`, which
-//! wins over the default CPU backend `flex`.
+//! wins over `wgpu`, which wins over the default CPU backend `flex`.
 
 use burn::tensor::Device;
 
@@ -44,12 +44,24 @@ pub fn default_device() -> Device {
     {
         Device::vulkan(Default::default())
     }
-    #[cfg(all(feature = "flex", not(any(feature = "cuda", feature = "vulkan"))))]
+    #[cfg(all(feature = "wgpu", not(any(feature = "cuda", feature = "vulkan"))))]
+    {
+        Device::wgpu(Default::default())
+    }
+    #[cfg(all(
+        feature = "flex",
+        not(any(feature = "cuda", feature = "vulkan", feature = "wgpu"))
+    ))]
     {
         Device::flex()
     }
-    #[cfg(not(any(feature = "flex", feature = "cuda", feature = "vulkan")))]
-    compile_error!("enable one backend feature: flex (default), cuda or vulkan");
+    #[cfg(not(any(
+        feature = "flex",
+        feature = "cuda",
+        feature = "vulkan",
+        feature = "wgpu"
+    )))]
+    compile_error!("enable one backend feature: flex (default), cuda, vulkan or wgpu");
 }
 
 /// The shipped shapes model (`models/shapes-janus`, trained from scratch by `janus-shapes`),
