@@ -8,7 +8,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::weight_dirs;
 use janus_core::processor::{Message, Processor};
 use janus_core::{JanusModel, LoadOptions};
-use janus_testutil::{model_dirs, read_goldens, rel_err};
+use janus_testutil::{device_supports, model_dirs, read_goldens, rel_err, test_device};
 
 /// Golden files that have a parity test (in this file unless noted).
 const CHECKED: &[&str] = &[
@@ -30,7 +30,7 @@ const PENDING: &[(&str, &str)] = &[];
 /// Every fixture loads, and every golden tensor file in it is checked by some test.
 #[test]
 fn parity_harness_covers_every_fixture() {
-    let device = Device::flex();
+    let device = test_device();
     for dir in model_dirs() {
         for weights in weight_dirs(&dir) {
             let options = LoadOptions {
@@ -70,7 +70,7 @@ fn int_tensor(data: &[i64], shape: &[usize], device: &Device) -> Tensor<2, Int> 
 /// Language-model logits with left padding, for every checkpoint copy of every fixture.
 #[test]
 fn parity_llm() {
-    let device = Device::flex();
+    let device = test_device();
     let mut checked = 0;
     for dir in model_dirs() {
         let path = dir.join("goldens/llm.safetensors");
@@ -90,6 +90,9 @@ fn parity_llm() {
             .collect();
         for weights in weight_dirs(&dir) {
             for dtype in [DType::F32, DType::BF16, DType::F16] {
+                if !device_supports(&device, dtype) {
+                    continue;
+                }
                 let options = LoadOptions {
                     weights_dir: Some(weights.clone()),
                     dtype,
@@ -135,7 +138,7 @@ fn parity_llm() {
 /// SigLIP features and the understanding adaptor, for every fixture.
 #[test]
 fn parity_vision() {
-    let device = Device::flex();
+    let device = test_device();
     let mut checked = 0;
     for dir in model_dirs() {
         let path = dir.join("goldens/vision.safetensors");
@@ -173,7 +176,7 @@ fn parity_vision() {
 /// `cases.json`, and the last logits of the left-padded batch.
 #[test]
 fn parity_understanding() {
-    let device = Device::flex();
+    let device = test_device();
     let mut checked = 0;
     for dir in model_dirs() {
         let cases_path = dir.join("goldens/cases.json");

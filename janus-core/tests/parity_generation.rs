@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::weight_dirs;
 use janus_core::processor::Message;
 use janus_core::{Janus, JanusModel, LoadOptions, to_rgb_images};
-use janus_testutil::{Golden, model_dirs, read_goldens, rel_err};
+use janus_testutil::{Golden, model_dirs, read_goldens, rel_err, test_device};
 
 const TOL: f64 = 1e-4;
 
@@ -53,7 +53,7 @@ fn options(weights: &std::path::Path) -> LoadOptions {
 /// generation-input embedding of those codes, for every checkpoint copy of every fixture.
 #[test]
 fn parity_vq() {
-    let device = Device::flex();
+    let device = test_device();
     let mut checked = 0;
     for dir in model_dirs() {
         let path = dir.join("goldens/vq.safetensors");
@@ -111,7 +111,7 @@ fn parity_vq() {
 /// images, for every checkpoint copy of every fixture.
 #[test]
 fn parity_generation() {
-    let device = Device::flex();
+    let device = test_device();
     let mut checked = 0;
     for dir in model_dirs() {
         let path = dir.join("goldens/generation.safetensors");

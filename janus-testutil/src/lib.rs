@@ -9,7 +9,8 @@
 //! - a model directory's files: [`read_config`], [`safetensors_files`];
 //! - goldens: [`read_goldens`] (host [`Golden`]s), [`Goldens`] (burn tensors);
 //! - error measures: [`rel_err`] (host slices), [`relative_error`] (tensors);
-//! - weights: [`load`] (burn-store with caller-given key remapping rules).
+//! - weights: [`load`] (burn-store with caller-given key remapping rules);
+//! - the device the parity tests run on: [`test_device`] (`JANUS_TEST_DEVICE`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,40 @@ pub fn fixtures_root() -> PathBuf {
             .expect("janus-testutil lies inside the workspace")
             .join("tests/fixtures"),
     }
+}
+
+/// The device the parity tests run on, named by `JANUS_TEST_DEVICE`: `flex` (the default, burn's
+/// CPU backend), or `wgpu` / `vulkan` in a build with this crate's feature of that name, e.g.
+/// `JANUS_TEST_DEVICE=wgpu cargo test --release -p janus-core --features janus-testutil/wgpu
+/// --test parity`. Panics on any other name, so a typo cannot quietly test the CPU instead.
+pub fn test_device() -> Device {
+    let name = std::env::var("JANUS_TEST_DEVICE").unwrap_or_else(|_| "flex".into());
+    match name.as_str() {
+        "flex" => Device::flex(),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Device::wgpu(Default::default()),
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Device::vulkan(Default::default()),
+        other => panic!(
+            "JANUS_TEST_DEVICE={other}: this build knows flex{}{}",
+            if cfg!(feature = "wgpu") { ", wgpu" } else { "" },
+            if cfg!(feature = "vulkan") {
+                ", vulkan"
+            } else {
+                ""
+            },
+        ),
+    }
+}
+
+/// Whether `device` computes in `dtype`; says so on stderr when it does not, for the dtype
+/// variants of a parity test to skip (WGSL has no bf16). Every dtype is there on flex.
+pub fn device_supports(device: &Device, dtype: DType) -> bool {
+    let ok = device.supports_dtype(dtype);
+    if !ok {
+        eprintln!("skipped: {device:?} has no {dtype:?}");
+    }
+    ok
 }
 
 /// Calls `f` on `dir` and on every directory below it, depth first, children in sorted order.

@@ -2,10 +2,10 @@
 
 mod common;
 
-use burn::tensor::{DType, Device};
+use burn::tensor::DType;
 
 use common::{codes_vec, load_vq};
-use janus_testutil::{Goldens, fixture_dirs, relative_error};
+use janus_testutil::{Goldens, device_supports, fixture_dirs, relative_error, test_device};
 
 const GOLDEN: &str = "vq.safetensors";
 const F32_TOL: f64 = 1e-4;
@@ -23,7 +23,7 @@ fn grid(model: &janus_vq::VqModel, height: usize, width: usize) -> (usize, usize
 
 #[test]
 fn encode_matches_golden_codes_and_quant() {
-    let device = Device::flex();
+    let device = test_device();
     let dirs = fixture_dirs(GOLDEN);
     assert!(!dirs.is_empty(), "no fixture with goldens/{GOLDEN}");
     let mut checked = 0;
@@ -61,7 +61,7 @@ fn encode_matches_golden_codes_and_quant() {
 
 #[test]
 fn decode_matches_golden() {
-    let device = Device::flex();
+    let device = test_device();
     let mut checked = 0;
     for dir in fixture_dirs(GOLDEN) {
         let Some((model, _)) = load_vq(&dir, DType::F32, &device) else {
@@ -103,7 +103,7 @@ fn decode_matches_golden() {
 
 #[test]
 fn random_codes_decode_matches_golden() {
-    let device = Device::flex();
+    let device = test_device();
     let mut checked = 0;
     for dir in fixture_dirs(GOLDEN) {
         let Some((model, _)) = load_vq(&dir, DType::F32, &device) else {
@@ -133,7 +133,10 @@ fn random_codes_decode_matches_golden() {
 /// layers) and stays close to the f32 reference.
 #[test]
 fn random_codes_decode_matches_golden_bf16() {
-    let device = Device::flex();
+    let device = test_device();
+    if !device_supports(&device, DType::BF16) {
+        return;
+    }
     for dir in fixture_dirs(GOLDEN) {
         let Some((model, _)) = load_vq(&dir, DType::BF16, &device) else {
             continue;
@@ -162,7 +165,10 @@ fn random_codes_decode_matches_golden_bf16() {
 /// codes whose bf16 latent genuinely moved across a decision boundary may differ.
 #[test]
 fn encode_bf16_codes_mostly_match_golden() {
-    let device = Device::flex();
+    let device = test_device();
+    if !device_supports(&device, DType::BF16) {
+        return;
+    }
     for dir in fixture_dirs(GOLDEN) {
         let Some((model, _)) = load_vq(&dir, DType::BF16, &device) else {
             continue;
