@@ -11,6 +11,9 @@
 //!     ./target/release/examples/llm_phases decode [steps] [f32|f16|bf16]
 //! ```
 //!
+//! `products [steps] [dtype] [rounds]` alternates a pass of one-row products over the decode
+//! step's weights with decode steps, in one process (the weight stream against the whole step).
+//!
 //! With a fourth argument `blocks` (`decode` or `gen`), the model is built and prefilled once,
 //! `ready` is printed, and then each line read from stdin runs one block of `steps` steps and
 //! prints `block_ms <mean per step>`: `scripts/side-by-side/duel.sh` runs llama-bench between
@@ -22,7 +25,8 @@ mod workload;
 use std::io::Write;
 use std::time::Instant;
 
-use burn::tensor::{DType, Device};
+use burn::tensor::{DType, Device, Tensor};
+use janus_kernels::WeightLayout;
 use workload::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms};
 
 fn perf_ctl(command: &str) {
@@ -46,6 +50,9 @@ fn main() -> anyhow::Result<()> {
     };
     let blocks: Option<usize> = std::env::args().nth(4).map(|s| s.parse()).transpose()?;
     let w = Workload::new(Shape::Pro1b.config()?, dtype, Device::flex())?;
+    if stage == "products" {
+        return products(&w, steps, blocks.unwrap_or(6));
+    }
     if let Some(blocks) = blocks {
         return run_blocks(&w, &stage, steps, blocks);
     }
@@ -117,6 +124,65 @@ fn run_blocks(w: &Workload, stage: &str, steps: usize, blocks: usize) -> anyhow:
             }
         }
         other => anyhow::bail!("blocks are for decode or gen, not {other}"),
+    }
+    Ok(())
+}
+
+/// The weight stream alone against the decode step, alternated in one process: each round
+/// runs `steps` passes of one-row products over every weight a decode step reads (the layers'
+/// seven projections and `lm_head`), then `steps` decode steps. Their ratio is what the rest
+/// of the step (attention over the cache, norms, RoPE, sampling, hand-offs) costs, measured in
+/// the same memory-bandwidth window (docs/perf-notes.md §25).
+fn products(w: &Workload, steps: usize, rounds: usize) -> anyhow::Result<()> {
+    let lm = &w.model.language_model;
+    let mut weights = Vec::new();
+    for layer in &lm.model.layers {
+        let (a, m) = (&layer.self_attn, &layer.mlp);
+        for linear in [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ] {
+            weights.push(linear.weight.val());
+        }
+    }
+    weights.push(lm.lm_head.weight.val());
+    let bytes: usize = weights
+        .iter()
+        .map(|t| t.shape().num_elements() * t.dtype().size())
+        .sum();
+    let (mut cache, mut token) = w.prefill(w.prefill_input(), steps * rounds)?;
+    for round in 0..rounds {
+        let start = Instant::now();
+        janus_kernels::on_pool(|| {
+            for _ in 0..steps {
+                for weight in &weights {
+                    let [_, d_in] = weight.dims();
+                    let x = Tensor::<2>::ones([1, d_in], &w.device);
+                    let y = janus_kernels::few_rows_matmul(&x, weight, WeightLayout::OutIn)
+                        .ok_or_else(|| anyhow::anyhow!("janus-kernels took no product"))?;
+                    std::hint::black_box(y);
+                }
+            }
+            anyhow::Ok(())
+        })?;
+        let stream = start.elapsed().as_secs_f64() / steps as f64;
+        let start = Instant::now();
+        for _ in 0..steps {
+            token = w.decode_step(&mut cache, token)?;
+        }
+        let step = start.elapsed().as_secs_f64() / steps as f64;
+        println!(
+            "round {round}: products {:.1} ms ({:.1} GB/s), decode step {:.1} ms, step/products {:.3}",
+            stream * 1e3,
+            bytes as f64 / stream / 1e9,
+            step * 1e3,
+            step / stream
+        );
     }
     Ok(())
 }
