@@ -294,11 +294,6 @@ impl<'a> CfgDecoder<'a> {
     /// - codes: `[images, 1]`
     /// - output: `[images, K]`
     fn feed(&mut self, codes: Tensor<2, Int>) -> Result<Tensor<2>, JanusError> {
-        // One hand-off to the CPU pool per step instead of one per product (gen adaptor, gen_head).
-        janus_kernels::on_pool(|| self.feed_on_pool(codes))
-    }
-
-    fn feed_on_pool(&mut self, codes: Tensor<2, Int>) -> Result<Tensor<2>, JanusError> {
         let n = self.images;
         // Embedding once per image and duplicating equals embedding [c0, c0, c1, c1, …].
         let embeds = self.model.embed_image_codes(codes);

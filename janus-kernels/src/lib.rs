@@ -11,22 +11,6 @@ pub use rows::{MAX_ROWS, WeightLayout};
 
 use burn::tensor::{Bool, Tensor};
 
-/// Runs `op` on a worker thread of rayon's global pool, the pool burn-flex and these kernels
-/// split their work over; in place when the caller is already a worker of a rayon pool.
-///
-/// Every parallel loop entered from a thread outside the pool hands its work to the workers and
-/// puts the caller to sleep until they finish. On the 2-core AMD EPYC VM one such hand-off cost
-/// tens of microseconds of idle cores, and a decode step enters ≈ 200 loops: the same 168
-/// few-row products streamed weights at 21–25 GB/s entered from the main thread and at 31–37
-/// GB/s entered from a worker (docs/perf-notes.md §25). Model entry points (a forward pass, a
-/// generation loop) wrap themselves in this, so a step's loops start from a worker, which then
-/// takes its own share of each loop instead of sleeping. On GPU backends it is one thread
-/// hand-off per call.
-pub fn on_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
-    // `in_place_scope` would keep the caller's thread; `scope` moves `op` into the pool.
-    rayon::scope(|_| op())
-}
-
 /// Exact (erf) GELU, `x · Φ(x)`: [`act::gelu_erf`] on both cores for f32 burn-flex tensors
 /// without autodiff (in place when `x` owns its buffer), burn's `gelu` otherwise.
 ///
@@ -735,26 +719,5 @@ mod flex {
             let wa = Tensor::<2>::ones([6, 4], &ad);
             assert!(few_rows_matmul(&xa, &wa, WeightLayout::OutIn).is_none());
         }
-    }
-}
-
-#[cfg(test)]
-mod pool_tests {
-    use super::on_pool;
-
-    #[test]
-    fn on_pool_runs_on_a_worker_and_nests_in_place() {
-        // The test harness thread is not a rayon worker.
-        assert!(rayon::current_thread_index().is_none());
-        let (outer, inner) = on_pool(|| {
-            let outer = rayon::current_thread_index();
-            let inner = on_pool(rayon::current_thread_index);
-            (outer, inner)
-        });
-        assert!(outer.is_some(), "op did not run on a pool worker");
-        assert_eq!(outer, inner, "a nested call left its worker");
-        let mut touched = vec![0u8; 3];
-        on_pool(|| touched.iter_mut().for_each(|t| *t += 1));
-        assert_eq!(touched, [1, 1, 1]);
     }
 }

@@ -94,15 +94,6 @@ impl LlamaModel {
         padding: Option<&[Vec<bool>]>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>, LlmError> {
-        janus_kernels::on_pool(|| self.forward_on_pool(embeds, padding, cache))
-    }
-
-    fn forward_on_pool(
-        &self,
-        embeds: Tensor<3>,
-        padding: Option<&[Vec<bool>]>,
-        cache: Option<&mut KvCache>,
-    ) -> Result<Tensor<3>, LlmError> {
         let [b, t, _] = embeds.dims();
         let device = embeds.device();
         if t == 0 {
@@ -201,10 +192,8 @@ impl LlamaForCausalLM {
         padding: Option<&[Vec<bool>]>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>, LlmError> {
-        janus_kernels::on_pool(|| {
-            let hidden = self.model.forward(embeds, padding, cache)?;
-            Ok(self.lm_head.forward(hidden))
-        })
+        let hidden = self.model.forward(embeds, padding, cache)?;
+        Ok(self.lm_head.forward(hidden))
     }
 
     /// Next-token logits for every position, from token ids.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Param;
-use burn::tensor::{DType, Device, Gradients, Tensor};
+use burn::tensor::{DType, Gradients, Tensor};
 use janus_core::processor::{BatchedInputs, Message, Processor};
 use janus_core::{JanusModel, LoadOptions};
 use janus_testutil::{Golden, model_dirs, read_goldens, rel_err};
@@ -15,6 +15,17 @@ use janus_train::loss::{generation_loss, understanding_labels, understanding_los
 use janus_train::{GenerationBatch, UnderstandingBatch};
 
 const TOL: f64 = 1e-4;
+
+/// Gradient tolerance on the test device. burn's GELU backward on wgpu differs from flex's by
+/// 5.5e-4 (relative, on `[64, 256]` normal inputs; its forward by 7.6e-8), which puts the two
+/// adaptors' first-layer gradients at 4.0e-4 and 6.2e-4 there; everything else stays at flex's
+/// errors. flex keeps [`TOL`].
+fn grad_tol() -> f64 {
+    match std::env::var("JANUS_TEST_DEVICE").as_deref() {
+        Ok("flex") | Err(_) => TOL,
+        Ok(_) => 1e-3,
+    }
+}
 
 /// The golden understanding batch (`und_*`) as the loss consumes it.
 fn understanding_batch(g: &BTreeMap<String, Golden>) -> UnderstandingBatch {
@@ -100,8 +111,11 @@ fn grad_err(
 /// The losses need no autodiff: on a plain device they match in f32, and in bf16 within the
 /// bf16 tolerance.
 fn check_plain_devices(dir: &Path, g: &BTreeMap<String, Golden>) {
-    let device = Device::flex();
+    let device = janus_testutil::test_device();
     for (dtype, tol) in [(DType::F32, TOL), (DType::BF16, 2e-2)] {
+        if !janus_testutil::device_supports(&device, dtype) {
+            continue;
+        }
         let options = LoadOptions {
             dtype,
             ..Default::default()
@@ -187,10 +201,11 @@ fn check_labels(dir: &Path, g: &BTreeMap<String, Golden>) {
 }
 
 /// `loss_und`, `loss_gen` and the four golden gradients, for every fixture with
-/// `goldens/train.safetensors`; the model runs in f32 on an autodiff flex device.
+/// `goldens/train.safetensors`; the model runs in f32 on the autodiff wrapper of the test device
+/// (`JANUS_TEST_DEVICE`, flex by default).
 #[test]
 fn parity_train() {
-    let device = Device::flex().autodiff();
+    let device = janus_testutil::test_device().autodiff();
     let mut checked = 0;
     for dir in model_dirs() {
         let path = dir.join("goldens/train.safetensors");
@@ -255,9 +270,14 @@ fn parity_train() {
             println!("parity_train {}: {name} rel err {err:.3e}", dir.display());
         }
         for (name, err) in &errors {
+            let tol = if name.starts_with("grad_") {
+                grad_tol()
+            } else {
+                TOL
+            };
             assert!(
-                *err <= TOL,
-                "{}: {name} rel err {err:.3e} > {TOL}",
+                *err <= tol,
+                "{}: {name} rel err {err:.3e} > {tol}",
                 dir.display()
             );
         }

@@ -43,7 +43,7 @@ struct Args {
     /// Continue from the latest checkpoint in the output directory.
     #[arg(long)]
     resume: bool,
-    /// Train data-parallel on this many devices (GPUs 0..N with `cuda`/`vulkan`; on the CPU
+    /// Train data-parallel on this many devices (GPUs 0..N with `cuda`/`vulkan`/`wgpu`; on the CPU
     /// backend, N workers share the one CPU device). Each accumulation step then takes one batch
     /// per device.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
@@ -62,7 +62,14 @@ fn device(index: usize) -> burn::tensor::Device {
             i => burn::tensor::Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(i)),
         }
     }
-    #[cfg(not(any(feature = "cuda", feature = "vulkan")))]
+    #[cfg(all(feature = "wgpu", not(any(feature = "cuda", feature = "vulkan"))))]
+    {
+        match index {
+            0 => burn::tensor::Device::wgpu(Default::default()),
+            i => burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
+        }
+    }
+    #[cfg(not(any(feature = "cuda", feature = "vulkan", feature = "wgpu")))]
     {
         let _ = index;
         burn::tensor::Device::flex()
