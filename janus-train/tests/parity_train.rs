@@ -7,23 +7,24 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Param;
-use burn::tensor::{DType, Gradients, Tensor};
+use burn::tensor::{DType, Device, Gradients, Tensor};
 use janus_core::processor::{BatchedInputs, Message, Processor};
 use janus_core::{JanusModel, LoadOptions};
-use janus_testutil::{Golden, model_dirs, read_goldens, rel_err};
+use janus_testutil::{Golden, device_supports, model_dirs, read_goldens, rel_err, test_device};
 use janus_train::loss::{generation_loss, understanding_labels, understanding_loss};
 use janus_train::{GenerationBatch, UnderstandingBatch};
 
 const TOL: f64 = 1e-4;
 
-/// Gradient tolerance on the test device. burn's GELU backward on wgpu differs from flex's by
-/// 5.5e-4 (relative, on `[64, 256]` normal inputs; its forward by 7.6e-8), which puts the two
-/// adaptors' first-layer gradients at 4.0e-4 and 6.2e-4 there; everything else stays at flex's
-/// errors. flex keeps [`TOL`].
-fn grad_tol() -> f64 {
-    match std::env::var("JANUS_TEST_DEVICE").as_deref() {
-        Ok("flex") | Err(_) => TOL,
-        Ok(_) => 1e-3,
+/// Gradient tolerance on `device` (an autodiff device). burn's GELU backward on wgpu differs from
+/// flex's by 5.5e-4 (relative, on `[64, 256]` normal inputs; its forward by 7.6e-8), which puts
+/// the two adaptors' first-layer gradients at 4.0e-4 and 6.2e-4 there; everything else stays at
+/// flex's errors. flex keeps [`TOL`].
+fn grad_tol(device: &Device) -> f64 {
+    if *device == Device::flex().autodiff() {
+        TOL
+    } else {
+        1e-3
     }
 }
 
@@ -111,9 +112,9 @@ fn grad_err(
 /// The losses need no autodiff: on a plain device they match in f32, and in bf16 within the
 /// bf16 tolerance.
 fn check_plain_devices(dir: &Path, g: &BTreeMap<String, Golden>) {
-    let device = janus_testutil::test_device();
+    let device = test_device();
     for (dtype, tol) in [(DType::F32, TOL), (DType::BF16, 2e-2)] {
-        if !janus_testutil::device_supports(&device, dtype) {
+        if !device_supports(&device, dtype) {
             continue;
         }
         let options = LoadOptions {
@@ -205,7 +206,7 @@ fn check_labels(dir: &Path, g: &BTreeMap<String, Golden>) {
 /// (`JANUS_TEST_DEVICE`, flex by default).
 #[test]
 fn parity_train() {
-    let device = janus_testutil::test_device().autodiff();
+    let device = test_device().autodiff();
     let mut checked = 0;
     for dir in model_dirs() {
         let path = dir.join("goldens/train.safetensors");
@@ -271,7 +272,7 @@ fn parity_train() {
         }
         for (name, err) in &errors {
             let tol = if name.starts_with("grad_") {
-                grad_tol()
+                grad_tol(&device)
             } else {
                 TOL
             };
