@@ -4,6 +4,7 @@ pub mod act;
 pub mod attention;
 pub mod cached;
 pub mod conv;
+pub mod llama;
 pub mod rows;
 mod vmath;
 
@@ -43,6 +44,50 @@ fn element_wise<const D: usize>(
     #[cfg(not(feature = "flex"))]
     let _ = kernel;
     fallback(x)
+}
+
+/// LLaMA's RMSNorm over the last dim, `x / sqrt(mean(x²) + eps) · weight`, in one pass through
+/// [`llama::rms_norm`] for f32 burn-flex tensors without autodiff (in place when `x` owns its
+/// buffer) and a contiguous f32, f16 or bf16 weight. Returns `Err(x)` untouched otherwise, and
+/// the caller uses its own ops.
+///
+/// # Shapes
+/// - x, output: `[..., d]`; weight: `[d]`
+// The `Err` is the caller's tensor handed back untouched; boxing it would allocate per fallback.
+#[allow(clippy::result_large_err)]
+pub fn rms_norm<const D: usize>(
+    x: Tensor<D>,
+    weight: &Tensor<1>,
+    eps: f64,
+) -> Result<Tensor<D>, Tensor<D>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::rms_norm(x, weight, eps)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (weight, eps);
+        Err(x)
+    }
+}
+
+/// The half-split rotary embedding, `x·cos + rotate_half(x)·sin` with `rotate_half([a, b]) =
+/// [−b, a]`, in one pass through [`llama::rope`] for f32 burn-flex tensors without autodiff.
+/// Returns `Err(x)` untouched otherwise, and the caller uses its own ops.
+///
+/// # Shapes
+/// - x, output: `[batch, heads, tokens, head_dim]`; cos, sin: `[batch, 1, tokens, head_dim]`
+#[allow(clippy::result_large_err)]
+pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::rope(x, cos, sin)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (cos, sin);
+        Err(x)
+    }
 }
 
 /// A raw output buffer shared by parallel tasks that write disjoint elements of it.
@@ -311,6 +356,62 @@ mod flex {
         } else {
             Err(Tensor::from_primitive::<Flex>(t))
         }
+    }
+
+    #[allow(clippy::result_large_err)]
+    pub(super) fn rms_norm<const D: usize>(
+        x: Tensor<D>,
+        weight: &Tensor<1>,
+        eps: f64,
+    ) -> Result<Tensor<D>, Tensor<D>> {
+        let [d] = weight.dims();
+        if weight.device().is_autodiff() || x.dims()[D - 1] != d {
+            return Err(x);
+        }
+        let Ok(wt) = weight.clone().try_into_primitive::<Flex>() else {
+            return Err(x);
+        };
+        let weights = match wt.dtype() {
+            _ if !wt.is_contiguous() || !aligned(&wt, wt.dtype().size()) => None,
+            DType::F32 => wt.as_slice::<f32>().map(Weights::F32),
+            DType::F16 => wt.as_slice::<f16>().map(Weights::F16),
+            DType::BF16 => wt.as_slice::<bf16>().map(Weights::BF16),
+            _ => None,
+        };
+        let Some(weights) = weights.filter(|w| w.len() == d) else {
+            return Err(x);
+        };
+        let mut t = owned(take_f32(x)?).map_err(Tensor::from_primitive::<Flex>)?;
+        let done = t
+            .try_storage_mut::<f32>()
+            .is_some_and(|values| super::llama::rms_norm(values, weights, eps as f32));
+        let t = Tensor::from_primitive::<Flex>(t);
+        // A refused call left the values alone, so the caller's ops see the input.
+        if done { Ok(t) } else { Err(t) }
+    }
+
+    #[allow(clippy::result_large_err)]
+    pub(super) fn rope(
+        x: Tensor<4>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+    ) -> Result<Tensor<4>, Tensor<4>> {
+        let [b, h, t, d] = x.dims();
+        if cos.dims() != [b, 1, t, d] || sin.dims() != [b, 1, t, d] {
+            return Err(x);
+        }
+        let (Some(ct), Some(st)) = (readable(cos), readable(sin)) else {
+            return Err(x);
+        };
+        let (Some(c), Some(s)) = (ct.as_slice::<f32>(), st.as_slice::<f32>()) else {
+            return Err(x);
+        };
+        let mut xt = owned(take_f32(x)?).map_err(Tensor::from_primitive::<Flex>)?;
+        let done = xt
+            .try_storage_mut::<f32>()
+            .is_some_and(|values| super::llama::rope(values, (b, h, t, d), c, s));
+        let xt = Tensor::from_primitive::<Flex>(xt);
+        if done { Ok(xt) } else { Err(xt) }
     }
 
     /// A read-only contiguous f32 view of `t` (copied only when it is not one).

@@ -34,7 +34,7 @@ pub enum Weights<'a> {
 }
 
 impl Weights<'_> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Weights::F32(w) => w.len(),
             Weights::F16(w) => w.len(),
