@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::SharedOut;
 use crate::act::softmax_row;
 use crate::rows::Isa;
+use crate::sgemm::{Strided, sgemm};
 
 /// `softmax(Q·Kᵀ/√d)·V` for every head.
 ///
@@ -39,28 +40,19 @@ pub fn attention_qkv(
         let row = (3 * width) as isize;
         let mut scores = vec![0f32; tokens * tokens];
         // SAFETY: every pointer/stride pair stays inside `qkv` (q, k, v of head h in the rows
-        // of batch b) or inside `scores`; `gemm` reads `dst` only when `read_dst` is set.
+        // of batch b) or inside `scores`; without `accumulate`, `dst` is only written.
         unsafe {
-            gemm::gemm(
-                tokens,
-                tokens,
-                head_dim,
-                scores.as_mut_ptr(),
-                1,
-                tokens as isize,
+            sgemm(
+                (tokens, tokens, head_dim),
+                Strided::rows(scores.as_mut_ptr(), tokens),
                 false,
-                qkv.as_ptr().add(base),
-                1,
-                row,
-                qkv.as_ptr().add(base + width),
-                row,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                Strided::rows(qkv.as_ptr().add(base), 3 * width),
+                // Kᵀ: head h's keys, read down the rows.
+                Strided {
+                    ptr: qkv.as_ptr().add(base + width),
+                    row_stride: 1,
+                    col_stride: row,
+                },
             );
         }
         for r in scores.chunks_exact_mut(tokens) {
@@ -70,26 +62,12 @@ pub fn attention_qkv(
         // SAFETY: `dst` addresses head h's `head_dim` columns of batch b's `tokens` output rows
         // (row stride `width`); no other task writes those columns.
         unsafe {
-            gemm::gemm(
-                tokens,
-                head_dim,
-                tokens,
-                dst,
-                1,
-                width as isize,
+            sgemm(
+                (tokens, head_dim, tokens),
+                Strided::rows(dst, width),
                 false,
-                scores.as_ptr(),
-                1,
-                tokens as isize,
-                qkv.as_ptr().add(base + 2 * width),
-                1,
-                row,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                Strided::rows(scores.as_ptr(), tokens),
+                Strided::rows(qkv.as_ptr().add(base + 2 * width), 3 * width),
             );
         }
     });

@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::SharedOut;
+use crate::sgemm::{Strided, sgemm};
 
 /// `conv2d(x, weight, bias, stride 1, padding 1)` for NCHW f32 tensors.
 ///
@@ -70,26 +71,17 @@ pub fn conv3x3(
                     row.fill(bias.map_or(0.0, |b| b[o]));
                 }
                 for kh in 0..3 {
-                    gemm::gemm(
-                        cout,
-                        w,
-                        k3,
-                        dst,
-                        1,
-                        plane as isize,
+                    sgemm(
+                        (cout, w, k3),
+                        Strided::rows(dst, plane),
                         true,
-                        wr.as_ptr().add(kh * cout * k3),
-                        1,
-                        k3 as isize,
-                        padded.as_ptr().add((r + kh) * wp * cin),
-                        cin as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        Strided::rows(wr.as_ptr().add(kh * cout * k3), k3),
+                        // Rows r + kh of `padded` seen as [3·cin, w]: (kw, c) down, x across.
+                        Strided {
+                            ptr: padded.as_ptr().add((r + kh) * wp * cin),
+                            row_stride: 1,
+                            col_stride: cin as isize,
+                        },
                     );
                 }
             }
@@ -368,26 +360,12 @@ unsafe fn task_body(
         // SAFETY: U[ξ] is [cout, cin], V[ξ] [cin, n] and M[ξ] [cout, n] (row strides cin, run,
         // run), all inside their buffers.
         unsafe {
-            gemm::gemm(
-                cout,
-                n,
-                cin,
-                s.m.as_mut_ptr().add(xi * cout * run),
-                1,
-                run as isize,
+            sgemm(
+                (cout, n, cin),
+                Strided::rows(s.m.as_mut_ptr().add(xi * cout * run), run),
                 false,
-                u.as_ptr().add(xi * cout * cin),
-                1,
-                cin as isize,
-                s.v.as_ptr().add(xi * cin * run),
-                1,
-                run as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                Strided::rows(u.as_ptr().add(xi * cout * cin), cin),
+                Strided::rows(s.v.as_ptr().add(xi * cin * run), run),
             );
         }
     }

@@ -6,6 +6,7 @@ pub mod cached;
 pub mod conv;
 pub mod llama;
 pub mod rows;
+mod sgemm;
 mod vmath;
 
 pub use rows::{MAX_ROWS, WeightLayout};
