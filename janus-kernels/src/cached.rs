@@ -164,13 +164,8 @@ fn run<E: Avx2Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
     use half::{bf16, f16};
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
 
     /// f64 attention over a `[batch, kv_heads, capacity, head_dim]` buffer.
     #[allow(clippy::too_many_arguments)]

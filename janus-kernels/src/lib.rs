@@ -91,6 +91,14 @@ pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Result<Tensor<4>,
     }
 }
 
+/// Deterministic test inputs in [-1, 1), spread over the range by a multiplicative hash.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
 /// A raw output buffer shared by parallel tasks that write disjoint elements of it.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedOut(pub(crate) *mut f32);
@@ -246,7 +254,7 @@ pub fn few_rows_matmul(
 #[cfg(feature = "flex")]
 mod flex {
     use super::cached::CacheView;
-    use super::rows::{Weights, matmul_rows};
+    use super::rows::{Weights, matmul_rows, widened};
     use super::{MAX_ROWS, WeightLayout};
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
@@ -305,13 +313,39 @@ mod flex {
         x: Tensor<D>,
         f: impl FnOnce(&mut [f32]),
     ) -> Result<Tensor<D>, Tensor<D>> {
+        try_in_place(x, |values| {
+            f(values);
+            true
+        })
+    }
+
+    /// Runs `kernel` on `x`'s f32 values in place (`x` copied first only when it does not own
+    /// a contiguous buffer). `Ok` when it returned `true`; `Err` with the values untouched when
+    /// `x` is not an f32 flex tensor without autodiff or the kernel declined (returned `false`,
+    /// which the kernels do before writing), so the caller's ops run instead.
+    #[allow(clippy::result_large_err)]
+    fn try_in_place<const D: usize>(
+        x: Tensor<D>,
+        kernel: impl FnOnce(&mut [f32]) -> bool,
+    ) -> Result<Tensor<D>, Tensor<D>> {
         let mut t = owned(take_f32(x)?).map_err(Tensor::from_primitive::<Flex>)?;
         // `owned` returns a uniquely held buffer; should it not be, the caller's op runs instead.
-        let Some(values) = t.try_storage_mut::<f32>() else {
-            return Err(Tensor::from_primitive::<Flex>(t));
-        };
-        f(values);
-        Ok(Tensor::from_primitive::<Flex>(t))
+        let done = t.try_storage_mut::<f32>().is_some_and(kernel);
+        let t = Tensor::from_primitive::<Flex>(t);
+        if done { Ok(t) } else { Err(t) }
+    }
+
+    /// A contiguous f32, f16 or bf16 tensor as the kernels' weight view.
+    fn weights_of(t: &FlexTensor) -> Option<Weights<'_>> {
+        if !aligned(t, t.dtype().size()) {
+            return None;
+        }
+        match t.dtype() {
+            DType::F32 => t.as_slice().map(Weights::F32),
+            DType::F16 => t.as_slice().map(Weights::F16),
+            DType::BF16 => t.as_slice().map(Weights::BF16),
+            _ => None,
+        }
     }
 
     fn values_f32(t: &Tensor<1>) -> Option<Vec<f32>> {
@@ -343,20 +377,12 @@ mod flex {
         if !fits {
             return Err(x);
         }
-        let mut t = owned(take_f32(x)?).map_err(Tensor::from_primitive::<Flex>)?;
-        let Some(values) = t.try_storage_mut::<f32>() else {
-            return Err(Tensor::from_primitive::<Flex>(t));
-        };
         let spatial = height * width;
-        // The sizes were checked above, so the kernel applies; if it ever declined, `values`
-        // would be untouched and the caller's ops run on them.
-        if super::act::group_norm(
-            values, batch, channels, spatial, groups, &g, &b, eps as f32, then_silu,
-        ) {
-            Ok(Tensor::from_primitive::<Flex>(t))
-        } else {
-            Err(Tensor::from_primitive::<Flex>(t))
-        }
+        try_in_place(x, |values| {
+            super::act::group_norm(
+                values, batch, channels, spatial, groups, &g, &b, eps as f32, then_silu,
+            )
+        })
     }
 
     #[allow(clippy::result_large_err)]
@@ -372,23 +398,12 @@ mod flex {
         let Ok(wt) = weight.clone().try_into_primitive::<Flex>() else {
             return Err(x);
         };
-        let weights = match wt.dtype() {
-            _ if !wt.is_contiguous() || !aligned(&wt, wt.dtype().size()) => None,
-            DType::F32 => wt.as_slice::<f32>().map(Weights::F32),
-            DType::F16 => wt.as_slice::<f16>().map(Weights::F16),
-            DType::BF16 => wt.as_slice::<bf16>().map(Weights::BF16),
-            _ => None,
-        };
-        let Some(weights) = weights.filter(|w| w.len() == d) else {
+        let Some(weights) = weights_of(&wt).filter(|w| w.len() == d) else {
             return Err(x);
         };
-        let mut t = owned(take_f32(x)?).map_err(Tensor::from_primitive::<Flex>)?;
-        let done = t
-            .try_storage_mut::<f32>()
-            .is_some_and(|values| super::llama::rms_norm(values, weights, eps as f32));
-        let t = Tensor::from_primitive::<Flex>(t);
-        // A refused call left the values alone, so the caller's ops see the input.
-        if done { Ok(t) } else { Err(t) }
+        try_in_place(x, |values| {
+            super::llama::rms_norm(values, weights, eps as f32)
+        })
     }
 
     #[allow(clippy::result_large_err)]
@@ -407,12 +422,7 @@ mod flex {
         let (Some(c), Some(s)) = (ct.as_slice::<f32>(), st.as_slice::<f32>()) else {
             return Err(x);
         };
-        let mut xt = owned(take_f32(x)?).map_err(Tensor::from_primitive::<Flex>)?;
-        let done = xt
-            .try_storage_mut::<f32>()
-            .is_some_and(|values| super::llama::rope(values, (b, h, t, d), c, s));
-        let xt = Tensor::from_primitive::<Flex>(xt);
-        if done { Ok(xt) } else { Err(xt) }
+        try_in_place(x, |values| super::llama::rope(values, (b, h, t, d), c, s))
     }
 
     /// A read-only contiguous f32 view of `t` (copied only when it is not one).
@@ -566,14 +576,10 @@ mod flex {
         }
         let w = weight.clone().try_into_primitive::<Flex>().ok()?;
         let xt = x.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
-        if !aligned(&w, w_dtype.size()) || !aligned(&xt, dtype.size()) {
+        if !aligned(&xt, dtype.size()) {
             return None;
         }
-        let weights = match w_dtype {
-            DType::F32 => Weights::F32(w.as_slice()?),
-            DType::F16 => Weights::F16(w.as_slice()?),
-            _ => Weights::BF16(w.as_slice()?),
-        };
+        let weights = weights_of(&w)?;
         // A few rows of half-precision input: widened once, a negligible copy.
         let x32: Cow<'_, [f32]> = match dtype {
             DType::F32 => Cow::Borrowed(xt.as_slice()?),
@@ -587,16 +593,6 @@ mod flex {
             _ => TensorData::new(narrowed::<bf16>(&y), [rows, d_out]),
         };
         Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
-    }
-
-    /// f16 or bf16 values as f32.
-    fn widened<H>(x: &[H]) -> Vec<f32>
-    where
-        [H]: HalfFloatSliceExt,
-    {
-        let mut out = vec![0f32; x.len()];
-        x.convert_to_f32_slice(&mut out);
-        out
     }
 
     /// f32 values rounded to f16 or bf16.

@@ -10,9 +10,7 @@
 
 use rayon::prelude::*;
 
-use half::slice::HalfFloatSliceExt;
-
-use crate::rows::Weights;
+use crate::rows::{Weights, widened};
 
 /// Below this many values a call runs on the calling thread: waking rayon's workers costs more
 /// than a decode step's row (docs/perf-notes.md §25).
@@ -33,11 +31,11 @@ pub fn rms_norm(x: &mut [f32], weight: Weights<'_>, eps: f32) -> bool {
     let weight: &[f32] = match weight {
         Weights::F32(w) => w,
         Weights::F16(w) => {
-            wide = widen(w, |w, out| w.convert_to_f32_slice(out));
+            wide = widened(w);
             &wide
         }
         Weights::BF16(w) => {
-            wide = widen(w, |w, out| w.convert_to_f32_slice(out));
+            wide = widened(w);
             &wide
         }
     };
@@ -53,12 +51,6 @@ pub fn rms_norm(x: &mut [f32], weight: Weights<'_>, eps: f32) -> bool {
         x.chunks_mut(d).for_each(norm);
     }
     true
-}
-
-fn widen<E>(w: &[E], convert: impl Fn(&[E], &mut [f32])) -> Vec<f32> {
-    let mut out = vec![0f32; w.len()];
-    convert(w, &mut out);
-    out
 }
 
 /// Σ v², in eight lane-wise partial sums the compiler keeps in a vector register.
@@ -125,13 +117,8 @@ pub fn rope(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
     use half::{bf16, f16};
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0 - 2.0)
-            .collect()
-    }
 
     #[test]
     fn rms_norm_matches_f64_for_every_weight_type_and_both_paths() {

@@ -4,6 +4,7 @@
 //! applied to each piece while it is in cache. Accumulation is always in f32, also for f16
 //! weights.
 
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -48,6 +49,16 @@ impl Weights<'_> {
             Weights::F16(_) | Weights::BF16(_) => 2,
         }
     }
+}
+
+/// f16 or bf16 values as f32, by `half`'s vectorised conversion.
+pub(crate) fn widened<H>(x: &[H]) -> Vec<f32>
+where
+    [H]: HalfFloatSliceExt,
+{
+    let mut out = vec![0f32; x.len()];
+    x.convert_to_f32_slice(&mut out);
+    out
 }
 
 /// Which instructions the kernels may use.
