@@ -5,6 +5,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod export;
 pub mod lora;
 pub mod loss;

@@ -23,13 +23,17 @@ transformers' Janus code runs them:
   on 576 codes -> one 384x384x3 image.
 - peak_rss_mb: VmHWM of this process.
 
-float32, `torch.set_num_threads(threads)`, everything under `torch.inference_mode()`. Each
-figure is the median of `--repeats` runs after one warm-up run. Readable lines first, one
+float32 on the CPU by default (`--device cuda` and `--dtype bf16|f16` for a GPU run: each timed
+stage then ends in `torch.cuda.synchronize()`, and `peak_gpu_mb` is torch's peak allocation),
+`torch.set_num_threads(threads)`, everything under `torch.inference_mode()`. Each
+figure is the median of `--repeats` runs after one warm-up run. The language model's cache
+keyword (`cache` in recent transformers, `past_key_values` before) is read off its signature. Readable lines first, one
 JSON object (the same keys as janus-rs' `examples/bench.rs`) on the last line of stdout.
 """
 
 import argparse
 import json
+import inspect
 import os
 import statistics
 import sys
@@ -41,6 +45,7 @@ GEN_PROMPT_LEN = 32
 GEN_STEPS = 32
 CFG_WEIGHT = 5.0
 STAGES = ("vision", "text", "gen", "vq")
+DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 
 
 def log(msg):
@@ -132,6 +137,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=1, help="timed runs after one warm-up (median)")
     ap.add_argument("--only", default="", help="comma-separated stages: vision,text,gen,vq (default all)")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
+    ap.add_argument("--dtype", default="f32", choices=sorted(DTYPES), help="parameter and activation dtype")
     args = ap.parse_args()
     if args.repeats < 1:
         sys.exit("hf_bench.py: --repeats must be at least 1")
@@ -149,15 +156,29 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
+    device = torch.device(args.device)
+    dtype = getattr(torch, DTYPES[args.dtype])
+    on_gpu = device.type == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        sys.exit("hf_bench.py: --device cuda but torch sees no CUDA device")
+    where = torch.cuda.get_device_name(device) if on_gpu else f"{threads} thread(s)"
     print(f"hf-transformers bench: transformers {transformers.__version__}, torch {torch.__version__}, "
-          f"float32, {threads} thread(s), median of {args.repeats} run(s) after 1 warm-up", flush=True)
+          f"{DTYPES[args.dtype]}, {where}, median of {args.repeats} run(s) after 1 warm-up", flush=True)
+
+    def sync():
+        if on_gpu:
+            torch.cuda.synchronize(device)
 
     start = time.time()
     config = build_config()
-    model = JanusForConditionalGeneration(config).to(torch.float32).eval()
+    with device:  # random init where the model lives (a GPU fills 2 B parameters in a blink)
+        model = JanusForConditionalGeneration(config)
+    model = model.to(dtype=dtype).eval()
     check_shape(model)
     n_params = sum(p.numel() for p in model.parameters())
     lm = model.model.language_model
+    # transformers renamed the language model's cache keyword from `past_key_values` to `cache`.
+    cache_kw = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
     w = lm.layers[0].mlp.gate_proj.weight
     print(f"model: {n_params / 1e9:.3f} B parameters built in {time.time() - start:.1f} s "
           f"(attention: {config.text_config._attn_implementation}, weight std {w.std().item():.4f})", flush=True)
@@ -178,9 +199,11 @@ def main():
     with torch.inference_mode():
         if runs("vision"):
             def vision():
-                pixels = torch.empty(1, 3, 384, 384).uniform_(-1.0, 1.0)
+                pixels = torch.empty(1, 3, 384, 384, device=device, dtype=dtype).uniform_(-1.0, 1.0)
+                sync()
                 t0 = time.perf_counter()
                 feats = model.model.get_image_features(pixel_values=pixels).pooler_output
+                sync()
                 ms = (time.perf_counter() - t0) * 1e3
                 assert tuple(feats.shape) == (1, 576, 2048), feats.shape
                 return ms
@@ -191,18 +214,19 @@ def main():
         if runs("text"):
             prefills, decodes = [], []
             for i in range(args.repeats + 1):
-                embeds = torch.randn(1, PREFILL_LEN, 2048)
+                embeds = torch.randn(1, PREFILL_LEN, 2048, device=device, dtype=dtype)
+                sync()
                 t0 = time.perf_counter()
                 cache = DynamicCache(config=config.text_config)
-                out = lm(inputs_embeds=embeds, cache=cache, use_cache=True)
+                out = lm(inputs_embeds=embeds, use_cache=True, **{cache_kw: cache})
                 logits = model.lm_head(out.last_hidden_state[:, -1, :])
                 token = int(logits.argmax(-1).item())
                 prefill = (time.perf_counter() - t0) * 1e3
                 steps = []
                 for _ in range(DECODE_STEPS):
                     t0 = time.perf_counter()
-                    ids = torch.tensor([[token]], dtype=torch.long)
-                    out = lm(input_ids=ids, cache=cache, use_cache=True)
+                    ids = torch.tensor([[token]], dtype=torch.long, device=device)
+                    out = lm(input_ids=ids, use_cache=True, **{cache_kw: cache})
                     logits = model.lm_head(out.last_hidden_state[:, -1, :])
                     token = int(logits.argmax(-1).item())
                     steps.append((time.perf_counter() - t0) * 1e3)
@@ -234,11 +258,11 @@ def main():
 
             def gen():
                 seed[0] += 1
-                generator = torch.Generator().manual_seed(seed[0])
-                ids = torch.tensor([prompt, uncond], dtype=torch.long)
+                generator = torch.Generator(device=device).manual_seed(seed[0])
+                ids = torch.tensor([prompt, uncond], dtype=torch.long, device=device)
                 cache = DynamicCache(config=config.text_config)
                 embeds = lm.embed_tokens(ids)
-                out = lm(inputs_embeds=embeds, cache=cache, use_cache=True)
+                out = lm(inputs_embeds=embeds, use_cache=True, **{cache_kw: cache})
 
                 def draw(out):
                     hidden = out.last_hidden_state[:, -1, :]
@@ -247,11 +271,12 @@ def main():
                     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
                 code = draw(out)  # prompt prefill + first draw: not timed, as in janus-rs
+                sync()
                 steps = []
                 for _ in range(GEN_STEPS):
                     t0 = time.perf_counter()
                     inputs = model.prepare_embeddings_for_image_generation(torch.cat([code, code]).unsqueeze(-1))
-                    out = lm(inputs_embeds=inputs, cache=cache, use_cache=True)
+                    out = lm(inputs_embeds=inputs, use_cache=True, **{cache_kw: cache})
                     code = draw(out)
                     int(code[0].item())
                     steps.append((time.perf_counter() - t0) * 1e3)
@@ -263,11 +288,13 @@ def main():
                   f"prompt, mean of {GEN_STEPS} steps)", flush=True)
 
         if runs("vq"):
-            codes = torch.tensor([[(7919 * i + 13) % 16384 for i in range(576)]], dtype=torch.long)
+            codes = torch.tensor([[(7919 * i + 13) % 16384 for i in range(576)]], dtype=torch.long, device=device)
 
             def vq():
+                sync()
                 t0 = time.perf_counter()
                 image = model.decode_image_tokens(codes)
+                sync()
                 ms = (time.perf_counter() - t0) * 1e3
                 assert tuple(image.shape) == (1, 384, 384, 3), image.shape
                 return ms
@@ -284,10 +311,18 @@ def main():
     def num(v, d):
         return None if v is None else round(v, d)
 
-    line = {"impl": "hf-transformers", "dtype": "f32", "threads": threads}
+    gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None
+    if on_gpu:
+        print(f"peak_gpu_mb          {gpu_mb:10.1f}  (torch.cuda.max_memory_allocated)")
+
+    line = {"impl": "hf-transformers", "dtype": args.dtype, "threads": threads}
+    if on_gpu:
+        line["device"] = where
     for k, v in result.items():
         line[k] = num(v, 3)
     line["peak_rss_mb"] = num(rss, 1)
+    if on_gpu:
+        line["peak_gpu_mb"] = num(gpu_mb, 1)
     print(json.dumps(line, separators=(",", ":")), flush=True)
 
 

@@ -7,6 +7,10 @@
 //! # Scores of a model directory.
 //! cargo run --release -p janus-train --bin janus-shapes -- eval --model models/shapes-janus
 //! ```
+//!
+//! It trains and scores on the device janus-train's backend features choose
+//! ([`training_device`]): the CPU by default, a GPU in a `--features vulkan` (or `cuda`, `wgpu`)
+//! build.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +22,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use janus_core::{GenerationOptions, Janus, JanusConfig, JanusModel, LoadOptions};
 use janus_train::config::TrainConfig;
 use janus_train::data::MixRatio;
+use janus_train::device::training_device;
 use janus_train::export::{ExportOptions, export_model_dir, export_model_dir_with};
 use janus_train::optim::{Decay, OptimConfig};
 use janus_train::shapes::{
@@ -279,7 +284,7 @@ fn evaluate(
     images_out: Option<&Path>,
     verbose: bool,
 ) -> Result<Scores> {
-    let device = Device::flex();
+    let device = training_device(0);
     let janus = Janus::load(dir, &LoadOptions::default(), &device)?;
     let understanding = score_understanding(&janus, 48, seed)?;
     println!(
@@ -492,7 +497,7 @@ fn init_model(
 
 fn build(args: BuildArgs) -> Result<()> {
     let started = Instant::now();
-    let device = Device::flex();
+    let device = training_device(0);
     std::fs::create_dir_all(&args.work)?;
 
     // 1. Data.

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use janus_train::config::TrainConfig;
+use janus_train::device::training_device;
 use janus_train::stage::Stage;
 use janus_train::trainer::train_parallel;
 
@@ -50,32 +51,6 @@ struct Args {
     devices: u16,
 }
 
-fn device(index: usize) -> burn::tensor::Device {
-    #[cfg(feature = "cuda")]
-    {
-        burn::tensor::Device::cuda(index)
-    }
-    #[cfg(all(feature = "vulkan", not(feature = "cuda")))]
-    {
-        match index {
-            0 => burn::tensor::Device::vulkan(Default::default()),
-            i => burn::tensor::Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(i)),
-        }
-    }
-    #[cfg(all(feature = "wgpu", not(any(feature = "cuda", feature = "vulkan"))))]
-    {
-        match index {
-            0 => burn::tensor::Device::wgpu(Default::default()),
-            i => burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
-        }
-    }
-    #[cfg(not(any(feature = "cuda", feature = "vulkan", feature = "wgpu")))]
-    {
-        let _ = index;
-        burn::tensor::Device::flex()
-    }
-}
-
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = TrainConfig::from_file(&args.config)?;
     if let Some(s) = args.stage {
@@ -106,7 +81,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .expect("static template"),
     );
-    let devices: Vec<_> = (0..args.devices as usize).map(device).collect();
+    let devices: Vec<_> = (0..args.devices as usize).map(training_device).collect();
     let summary = train_parallel(&config, &devices, args.resume, &mut |r| {
         bar.set_position(r.step as u64);
         let val = r
