@@ -113,6 +113,15 @@ fn main() -> anyhow::Result<()> {
         w.num_params() as f64 / 1e9,
         start.elapsed().as_secs_f64()
     );
+    // Which product kernel variant this CPU runs, for comparing machines (perf notes §27).
+    println!(
+        "janus-kernels weight prefetch: {}",
+        if janus_kernels::weight_prefetch() {
+            "on"
+        } else {
+            "off"
+        }
+    );
 
     let mut vision_ms = None;
     if runs(Stage::Vision) {

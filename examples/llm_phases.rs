@@ -14,6 +14,9 @@
 //! `products [steps] [dtype] [rounds]` alternates a pass of one-row products over the decode
 //! step's weights with decode steps, in one process (the weight stream against the whole step).
 //!
+//! `prefetch [steps] [dtype] [rounds]` alternates blocks of decode steps with janus-kernels'
+//! weight prefetch on and off (`janus_kernels::set_weight_prefetch`), in one process.
+//!
 //! With a fourth argument `blocks` (`decode` or `gen`), the model is built and prefilled once,
 //! `ready` is printed, and then each line read from stdin runs one block of `steps` steps and
 //! prints `block_ms <mean per step>`: `scripts/side-by-side/duel.sh` runs llama-bench between
@@ -27,7 +30,7 @@ use std::time::Instant;
 
 use burn::tensor::{DType, Device, Tensor};
 use janus_kernels::WeightLayout;
-use workload::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms};
+use workload::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms, median};
 
 fn perf_ctl(command: &str) {
     if let Ok(path) = std::env::var("PERF_CTL") {
@@ -52,6 +55,9 @@ fn main() -> anyhow::Result<()> {
     let w = Workload::new(Shape::Pro1b.config()?, dtype, Device::flex())?;
     if stage == "products" {
         return products(&w, steps, blocks.unwrap_or(6));
+    }
+    if stage == "prefetch" {
+        return prefetch(&w, steps, blocks.unwrap_or(6));
     }
     if let Some(blocks) = blocks {
         return run_blocks(&w, &stage, steps, blocks);
@@ -184,5 +190,40 @@ fn products(w: &Workload, steps: usize, rounds: usize) -> anyhow::Result<()> {
             step / stream
         );
     }
+    Ok(())
+}
+
+/// Decode steps with the dot kernel's software prefetch on and off, alternated in one process
+/// (the order swapped every round), so both see the same memory-bandwidth windows
+/// (docs/perf-notes.md §27).
+fn prefetch(w: &Workload, steps: usize, rounds: usize) -> anyhow::Result<()> {
+    let default = janus_kernels::weight_prefetch();
+    let (mut cache, mut token) = w.prefill(w.prefill_input(), 2 * steps * rounds)?;
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let mut ms = [0f64; 2]; // [off, on]
+        for k in 0..2 {
+            let on = (k + round) % 2 == 1;
+            janus_kernels::set_weight_prefetch(on);
+            let start = Instant::now();
+            for _ in 0..steps {
+                token = w.decode_step(&mut cache, token)?;
+            }
+            ms[on as usize] = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
+        }
+        println!(
+            "round {round}: decode step without prefetch {:.1} ms, with {:.1} ms, without/with {:.3}",
+            ms[0],
+            ms[1],
+            ms[0] / ms[1]
+        );
+        ratios.push(ms[0] / ms[1]);
+    }
+    println!(
+        "median without/with {:.3} (default here: prefetch {})",
+        median(&ratios),
+        if default { "on" } else { "off" }
+    );
+    janus_kernels::set_weight_prefetch(default);
     Ok(())
 }

@@ -9,7 +9,7 @@ pub mod rows;
 mod sgemm;
 mod vmath;
 
-pub use rows::{MAX_ROWS, WeightLayout};
+pub use rows::{MAX_ROWS, WeightLayout, set_weight_prefetch, weight_prefetch};
 
 use burn::tensor::{Bool, Tensor};
 

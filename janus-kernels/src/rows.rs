@@ -7,6 +7,7 @@
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The most input rows one call takes (a decode step has 1, an image-generation step 2 per image).
 pub const MAX_ROWS: usize = 8;
@@ -83,6 +84,56 @@ impl Isa {
             }
         }
         Isa::Portable
+    }
+}
+
+/// Whether the dot kernel asks for weight bytes a page ahead with a software prefetch: 0 = not
+/// decided yet, 1 = no, 2 = yes.
+static WEIGHT_PREFETCH: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the dot kernel (the `[out, in]` products and the attention scores) issues a software
+/// prefetch a page ahead of its weight reads.
+///
+/// It paid on the Intel Xeon measured and cost on the AMD Zen 4 (docs/perf-notes.md §20, §27):
+/// on a 2-core Xeon VM it took the decode products from 25 to 30 GB/s (f32) and 18 to 27 (f16),
+/// while on a 2-core Zen 4 VM the products without it read 1.3× faster when the memory was fast
+/// (62 against 47 GB/s) and up to 1.05× when it was slow (the whole f32 decode step 1.2× and
+/// 1.01–1.03×). So the default is on for Intel CPUs and off elsewhere;
+/// `JANUS_KERNELS_PREFETCH=1` or `=0` overrides it, as does [`set_weight_prefetch`].
+pub fn weight_prefetch() -> bool {
+    match WEIGHT_PREFETCH.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let on = match std::env::var("JANUS_KERNELS_PREFETCH").as_deref() {
+                Ok("0") => false,
+                Ok("1") => true,
+                _ => cpu_is_intel(),
+            };
+            set_weight_prefetch(on);
+            on
+        }
+    }
+}
+
+/// Overrides [`weight_prefetch`] for the rest of the process (measurements alternate both).
+pub fn set_weight_prefetch(on: bool) {
+    WEIGHT_PREFETCH.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+fn cpu_is_intel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+        #[allow(unused_unsafe)]
+        let id = unsafe { std::arch::x86_64::__cpuid(0) };
+        // The vendor string "GenuineIntel" lies in EBX, EDX, ECX.
+        let vendor = [id.ebx, id.edx, id.ecx].map(u32::to_le_bytes).concat();
+        vendor == b"GenuineIntel"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -340,11 +391,12 @@ mod avx2 {
         lanes.iter().sum()
     }
 
-    /// How far ahead of its reads the dot kernel asks for weight bytes (into L2). The hardware
-    /// streamer stops at each 4 KiB page (one f16 row of a 2048-wide weight), and one server
-    /// core seems to keep too few misses in flight to pull its share of the bandwidth; a software
-    /// prefetch a page ahead took the decode-sequence products from 18 to 27 GB/s (f16) and 25
-    /// to 30 GB/s (f32) on a 2-core Xeon VM (docs/perf-notes.md §20). It crosses into the next
+    /// How far ahead of its reads the dot kernel asks for weight bytes (into L2), where it does
+    /// ([`super::weight_prefetch`]). The hardware streamer stops at each 4 KiB page (one f16 row
+    /// of a 2048-wide weight), and one Xeon core seems to keep too few misses in flight to pull
+    /// its share of the bandwidth; a software prefetch a page ahead took the decode-sequence
+    /// products from 18 to 27 GB/s (f16) and 25 to 30 GB/s (f32) on a 2-core Xeon VM
+    /// (docs/perf-notes.md §20); on Zen 4 it caps them instead (§27). It crosses into the next
     /// row, which is the next one read. The axpy kernel's rows are a whole `d_out` apart and a
     /// prefetch there cost a third of its rate, so it has none.
     const PREFETCH_BYTES: usize = 4096;
@@ -353,9 +405,14 @@ mod avx2 {
     /// pointer to an `__m256`.
     macro_rules! kernels {
         ($t:ty, $dot:ident, $axpy:ident, $load:expr) => {
-            /// `out[r] = w · xs[r]` for `R` rows at once: each 16 weights loaded once.
+            /// `out[r] = w · xs[r]` for `R` rows at once: each 16 weights loaded once; `PF`:
+            /// prefetch a page ahead ([`super::weight_prefetch`]).
             #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn $dot<const R: usize>(w: &[$t], xs: &[&[f32]], out: &mut [f32]) {
+            unsafe fn $dot<const R: usize, const PF: bool>(
+                w: &[$t],
+                xs: &[&[f32]],
+                out: &mut [f32],
+            ) {
                 let n = w.len();
                 let wp = w.as_ptr();
                 let xp: [*const f32; R] = std::array::from_fn(|r| xs[r].as_ptr());
@@ -365,9 +422,11 @@ mod avx2 {
                 // SAFETY: i + 16 <= n = len of w and of every xs[r] (checked by the caller).
                 unsafe {
                     while i + 16 <= n {
-                        _mm_prefetch::<_MM_HINT_T1>(
-                            (wp.wrapping_add(i) as *const i8).wrapping_add(PREFETCH_BYTES),
-                        );
+                        if PF {
+                            _mm_prefetch::<_MM_HINT_T1>(
+                                (wp.wrapping_add(i) as *const i8).wrapping_add(PREFETCH_BYTES),
+                            );
+                        }
                         let w0 = $load(wp.add(i));
                         let w1 = $load(wp.add(i + 8));
                         for r in 0..R {
@@ -453,11 +512,15 @@ mod avx2 {
                 fn dot_avx2(w: &[Self], xs: &[&[f32]], out: &mut [f32]) {
                     // SAFETY: only called with Isa::Avx2, which `Isa::detect` confirmed.
                     unsafe {
-                        match xs.len() {
-                            1 => $dot::<1>(w, xs, out),
-                            2 => $dot::<2>(w, xs, out),
-                            3 => $dot::<3>(w, xs, out),
-                            _ => $dot::<4>(w, xs, out),
+                        match (xs.len(), super::weight_prefetch()) {
+                            (1, true) => $dot::<1, true>(w, xs, out),
+                            (2, true) => $dot::<2, true>(w, xs, out),
+                            (3, true) => $dot::<3, true>(w, xs, out),
+                            (_, true) => $dot::<4, true>(w, xs, out),
+                            (1, false) => $dot::<1, false>(w, xs, out),
+                            (2, false) => $dot::<2, false>(w, xs, out),
+                            (3, false) => $dot::<3, false>(w, xs, out),
+                            (_, false) => $dot::<4, false>(w, xs, out),
                         }
                     }
                 }
@@ -587,6 +650,46 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_weight_prefetch_changes_no_result() {
+        let (d_in, d_out) = (2051, 67); // rows longer than the prefetch distance, odd tails
+        let w32 = values(d_in * d_out, 3);
+        let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+        let before = weight_prefetch();
+        for rows in [1, 2, 5] {
+            let x = values(rows * d_in, 11);
+            for weights in [Weights::F32(&w32), Weights::F16(&w16)] {
+                let run = |on| {
+                    set_weight_prefetch(on);
+                    matmul_rows_with(
+                        Isa::Avx2,
+                        &x,
+                        rows,
+                        weights,
+                        WeightLayout::OutIn,
+                        d_in,
+                        d_out,
+                    )
+                    .unwrap()
+                };
+                let (with, without) = (run(true), run(false));
+                assert_eq!(with, without, "rows {rows}");
+            }
+        }
+        set_weight_prefetch(before);
+    }
+
+    #[test]
+    fn the_vendor_check_agrees_with_the_kernel() {
+        // Linux names the vendor in /proc/cpuinfo; elsewhere there is nothing to compare with.
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            return;
+        };
+        if let Some(line) = info.lines().find(|l| l.starts_with("vendor_id")) {
+            assert_eq!(cpu_is_intel(), line.ends_with("GenuineIntel"), "{line}");
         }
     }
 
