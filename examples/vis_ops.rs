@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::{GroupNormConfig, LayerNormConfig, PaddingConfig2d};
+use burn::nn::{GroupNormConfig, LayerNormConfig, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
@@ -24,22 +24,42 @@ fn time<const D: usize>(name: &str, flops: f64, reps: usize, f: impl Fn() -> Ten
     if !name.contains(&filter) {
         return;
     }
+    let reps = std::env::var("VIS_OPS_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(reps);
     let _ = f().into_data();
     let mut best = f64::MAX;
+    let (cpu_start, wall_start) = (cpu_seconds(), Instant::now());
     for _ in 0..reps {
         let t = Instant::now();
         let _ = f().into_data();
         best = best.min(t.elapsed().as_secs_f64());
     }
+    // How many cores the op kept busy on average (idle time is serial parts or waits).
+    let cores = cpu_seconds()
+        .zip(cpu_start)
+        .map(|(end, start)| (end - start) / wall_start.elapsed().as_secs_f64());
+    let cores = cores.map_or(String::new(), |c| format!("  {c:.2} cores"));
     if flops > 0.0 {
         println!(
-            "{name:<48} {:>9.2} ms  {:>7.1} GFLOP/s",
+            "{name:<48} {:>9.2} ms  {:>7.1} GFLOP/s{cores}",
             best * 1e3,
             flops / best / 1e9
         );
     } else {
-        println!("{name:<48} {:>9.2} ms", best * 1e3);
+        println!("{name:<48} {:>9.2} ms{cores}", best * 1e3);
     }
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, clock ticks of 10 ms).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn main() {
@@ -59,8 +79,37 @@ fn main() {
             x.clone().matmul(wt.clone().transpose())
         });
     }
+    // A large square product: about the best burn-flex's GEMM reaches on this CPU.
+    let big = rnd2([2048, 2048]);
+    time(
+        "matmul 2048x2048 . 2048x2048 (reference)",
+        2.0 * 2048f64.powi(3),
+        3,
+        || big.clone().matmul(big.clone()),
+    );
+    // The SigLIP linears as janus-siglip runs them: burn's `Linear` (product, then the bias).
+    for (k, m) in [(1024, 3072), (1024, 1024), (1024, 4096), (4096, 1024)] {
+        let linear = LinearConfig::new(k, m).init(&device);
+        let x = rnd2([n, k]).reshape([1, n, k]);
+        let fl = 2.0 * (n * k * m) as f64;
+        time(&format!("linear+bias {n}x{k} -> {m}"), fl, 3, || {
+            linear.forward(x.clone())
+        });
+        let bias = linear.bias.as_ref().map(|b| b.val());
+        time(
+            &format!("kernels linear+bias {n}x{k} -> {m}"),
+            fl,
+            3,
+            || janus_kernels::linear(&x, &linear.weight.val(), bias.as_ref()).expect("f32 flex"),
+        );
+    }
     let h = rnd2([n, 4096]).reshape([1, n, 4096]);
+    let bias = rnd2([1, 4096]).reshape([1, 1, 4096]);
+    time("bias add 576x4096", 0.0, 5, || h.clone() + bias.clone());
     time("gelu 576x4096", 0.0, 5, || gelu(h.clone()));
+    time("kernels gelu 576x4096", 0.0, 5, || {
+        janus_kernels::gelu(h.clone())
+    });
     let ln = LayerNormConfig::new(1024).with_epsilon(1e-6).init(&device);
     let xl = rnd2([n, 1024]).reshape([1, n, 1024]);
     time("layernorm 576x1024", 0.0, 5, || ln.forward(xl.clone()));
@@ -97,6 +146,10 @@ fn main() {
     println!("check manual attention: max abs diff {d}");
     time("attention manual 1x16x576x64", fl, 5, || {
         manual(q.clone(), k.clone(), v.clone())
+    });
+    let fused_rows = rnd2([n, 3072]).reshape([1, n, 3072]);
+    time("kernels attention_qkv 1x576x3072 16 heads", fl, 5, || {
+        janus_kernels::attention_qkv(&fused_rows, 16).expect("an f32 flex tensor")
     });
     let qkv = rnd2([n, 3072]).reshape([1, n, 3, 16, 64]);
     time("qkv permute+narrow+reshape (q only)", 0.0, 5, || {

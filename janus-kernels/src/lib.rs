@@ -4,6 +4,7 @@ pub mod act;
 pub mod attention;
 pub mod cached;
 pub mod conv;
+pub mod linear;
 pub mod llama;
 pub mod rows;
 mod sgemm;
@@ -220,6 +221,30 @@ pub fn cached_attention(
     #[cfg(not(feature = "flex"))]
     {
         let _ = (q, k, v, mask);
+        None
+    }
+}
+
+/// burn's `Linear` forward, `x · W + bias`, through [`linear::linear`] (the output's columns in
+/// one band per thread, each starting from the bias) for f32 burn-flex tensors without
+/// autodiff; the weight may be any strided view. `None` otherwise, and the caller uses burn's
+/// `Linear`.
+///
+/// # Shapes
+/// - x: `[..., d_in]`; weight: `[d_in, d_out]`; bias: `[d_out]`
+/// - output: `[..., d_out]`
+pub fn linear<const D: usize>(
+    x: &Tensor<D>,
+    weight: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+) -> Option<Tensor<D>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::linear(x, weight, bias)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, weight, bias);
         None
     }
 }
@@ -470,6 +495,49 @@ mod flex {
             cout,
         )?;
         let data = TensorData::new(y, [batch, cout, h, w]);
+        Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
+    }
+
+    pub(super) fn linear<const D: usize>(
+        x: &Tensor<D>,
+        weight: &Tensor<2>,
+        bias: Option<&Tensor<1>>,
+    ) -> Option<Tensor<D>> {
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let [w_in, d_out] = weight.dims();
+        if D == 0 || w_in != d_in || weight.dtype() != DType::F32 || weight.device().is_autodiff() {
+            return None;
+        }
+        let wt = weight.clone().try_into_primitive::<Flex>().ok()?;
+        let strides = wt.layout().strides();
+        let (row_stride, col_stride) = (
+            usize::try_from(strides[0]).ok()?,
+            usize::try_from(strides[1]).ok()?,
+        );
+        if !aligned(&wt, 4) {
+            return None;
+        }
+        let view = super::linear::WeightView {
+            values: wt.storage::<f32>(),
+            offset: wt.layout().start_offset(),
+            row_stride,
+            col_stride,
+        };
+        let xt = readable(x)?;
+        let bt = match bias {
+            Some(b) => Some(readable(b)?),
+            None => None,
+        };
+        let b = match &bt {
+            Some(b) => Some(b.as_slice::<f32>()?),
+            None => None,
+        };
+        let rows = dims[..D - 1].iter().product();
+        let y = super::linear::linear(xt.as_slice::<f32>()?, rows, d_in, view, b, d_out)?;
+        let mut out_dims = dims;
+        out_dims[D - 1] = d_out;
+        let data = TensorData::new(y, out_dims);
         Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
     }
 
@@ -800,6 +868,32 @@ mod flex {
             .reshape([b * n, h * d]);
             close(&got.reshape([b * n, h * d]), &want, 1e-5);
             assert!(super::super::attention_qkv(&qkv, 5).is_none());
+        }
+
+        #[test]
+        fn linear_matches_burns_module_and_reads_weight_views() {
+            use burn::nn::LinearConfig;
+            let device = Device::flex();
+            let layer = LinearConfig::new(40, 70).init(&device);
+            let x = random([2, 9, 40]);
+            let (w, b) = (layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
+            let expected = layer.forward(x.clone()).reshape([18, 70]);
+            let got = super::super::linear(&x, &w, b.as_ref()).unwrap();
+            close(&got.reshape([18, 70]), &expected, 1e-5);
+            // A transposed view of a `[d_out, d_in]` weight, read where it lies; no bias.
+            let w_out_in = random([70, 40]);
+            let got = super::super::linear(&x, &w_out_in.clone().transpose(), None).unwrap();
+            let expected = x
+                .clone()
+                .matmul(w_out_in.transpose().unsqueeze())
+                .reshape([18, 70]);
+            close(&got.reshape([18, 70]), &expected, 1e-5);
+            // Mismatched widths and autodiff tensors are left to burn.
+            assert!(super::super::linear(&random([3, 41]), &w, None).is_none());
+            let ad = device.autodiff();
+            let xa = Tensor::<2>::ones([3, 40], &ad);
+            let wa = Tensor::<2>::ones([40, 70], &ad);
+            assert!(super::super::linear(&xa, &wa, None).is_none());
         }
 
         #[test]

@@ -8,6 +8,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{SiglipError, non_zero};
+use crate::linear;
 
 /// Configuration to create an [`Attention`] layer using the [init function](AttentionConfig::init).
 #[derive(Config, Debug)]
@@ -71,10 +72,10 @@ impl Attention {
         let heads = self.heads;
         let head_dim = width / heads;
 
-        let qkv = self.qkv.forward(x);
+        let qkv = linear::forward(&self.qkv, x);
         // On burn-flex: per-head products on the fused rows where they lie, vectorised softmax.
         if let Some(out) = janus_kernels::attention_qkv(&qkv, heads) {
-            return self.proj.forward(out);
+            return linear::forward(&self.proj, out);
         }
         // [B, N, 3W] -> [B, N, 3, H, Dh] -> [3, B, H, N, Dh]: the fused rows are (q,k,v)×H×Dh.
         let qkv = qkv
@@ -92,7 +93,7 @@ impl Attention {
 
         // [B, H, N, Dh] -> [B, N, H·Dh]
         let out = out.swap_dims(1, 2).reshape([batch, tokens, width]);
-        self.proj.forward(out)
+        linear::forward(&self.proj, out)
     }
 }
 

@@ -11,6 +11,7 @@ mod attention;
 mod block;
 mod config;
 mod error;
+mod linear;
 mod mlp;
 mod patch_embed;
 mod vision_tower;

@@ -6,6 +6,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{SiglipError, non_zero};
+use crate::linear;
 
 /// Configuration to create an [`Mlp`] layer using the [init function](MlpConfig::init).
 #[derive(Config, Debug)]
@@ -49,7 +50,8 @@ impl Mlp {
     /// - input: `[..., width]`
     /// - output: `[..., width]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.fc2.forward(janus_kernels::gelu(self.fc1.forward(x)))
+        let h = janus_kernels::gelu(linear::forward(&self.fc1, x));
+        linear::forward(&self.fc2, h)
     }
 }
 
