@@ -450,6 +450,12 @@ mod flex {
         try_in_place(x, |values| super::llama::rope(values, (b, h, t, d), c, s))
     }
 
+    /// `f` applied to an optional operand (a bias): `Some(None)` when there is none, `None` when
+    /// there is one and `f` declines it.
+    fn optional<A, B>(a: Option<A>, f: impl FnOnce(A) -> Option<B>) -> Option<Option<B>> {
+        a.map_or(Some(None), |a| f(a).map(Some))
+    }
+
     /// A read-only contiguous f32 view of `t` (copied only when it is not one).
     fn readable<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
         let t = take_f32(t.clone()).ok()?;
@@ -472,14 +478,8 @@ mod flex {
             return None;
         }
         let (xt, wt) = (readable(x)?, readable(weight)?);
-        let bt = match bias {
-            Some(b) => Some(readable(b)?),
-            None => None,
-        };
-        let bias = match &bt {
-            Some(b) => Some(b.as_slice::<f32>()?),
-            None => None,
-        };
+        let bt = optional(bias, readable)?;
+        let bias = optional(bt.as_ref(), FlexTensor::as_slice::<f32>)?;
         let conv = match algorithm {
             super::ConvAlgorithm::Direct => super::conv::conv3x3,
             super::ConvAlgorithm::Winograd => super::conv::conv3x3_winograd,
@@ -503,10 +503,13 @@ mod flex {
         weight: &Tensor<2>,
         bias: Option<&Tensor<1>>,
     ) -> Option<Tensor<D>> {
+        if D == 0 {
+            return None;
+        }
         let dims = x.dims();
         let d_in = dims[D - 1];
         let [w_in, d_out] = weight.dims();
-        if D == 0 || w_in != d_in || weight.dtype() != DType::F32 || weight.device().is_autodiff() {
+        if w_in != d_in || weight.dtype() != DType::F32 || weight.device().is_autodiff() {
             return None;
         }
         let wt = weight.clone().try_into_primitive::<Flex>().ok()?;
@@ -525,14 +528,8 @@ mod flex {
             col_stride,
         };
         let xt = readable(x)?;
-        let bt = match bias {
-            Some(b) => Some(readable(b)?),
-            None => None,
-        };
-        let b = match &bt {
-            Some(b) => Some(b.as_slice::<f32>()?),
-            None => None,
-        };
+        let bt = optional(bias, readable)?;
+        let b = optional(bt.as_ref(), FlexTensor::as_slice::<f32>)?;
         let rows = dims[..D - 1].iter().product();
         let y = super::linear::linear(xt.as_slice::<f32>()?, rows, d_in, view, b, d_out)?;
         let mut out_dims = dims;
