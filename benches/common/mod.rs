@@ -102,6 +102,7 @@ impl Workload {
     /// Builds the model with `JanusModel::init` and materialises every parameter in `dtype`.
     pub fn new(config: JanusConfig, dtype: DType, device: Device) -> anyhow::Result<Self> {
         janus_rs::tune_allocator();
+        janus_core::check_param_dtype(&device, dtype)?;
         device.seed(0);
         let model = JanusModel::init(&config, &device)?.map(&mut Materialise(dtype));
         let workload = Self {

@@ -92,6 +92,17 @@ pub enum JanusError {
         /// The file.
         path: PathBuf,
     },
+    /// The parameters were asked for in a dtype that is not a float type, or that the device
+    /// cannot compute in (WGSL devices have no bf16; some Vulkan drivers no f16).
+    #[error("cannot hold the parameters in {dtype} on {device}: {reason}")]
+    UnsupportedDtype {
+        /// The dtype asked for, as burn names it.
+        dtype: String,
+        /// The device, as burn names it.
+        device: String,
+        /// Why not.
+        reason: &'static str,
+    },
     /// The batch has a different number of image placeholders than image embedding slots.
     #[error("{placeholders} image placeholder tokens but {image_tokens} image embeddings")]
     ImageTokenMismatch {

@@ -20,7 +20,7 @@ pub use generation::{
 };
 pub use janus::Janus;
 pub use janus_llm::SamplingOptions;
-pub use model::{JanusModel, LoadOptions};
+pub use model::{JanusModel, LoadOptions, check_param_dtype};
 pub use understanding::{Answer, AnswerOptions, Chat, StopReason};
 
 pub use burn;

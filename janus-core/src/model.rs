@@ -52,6 +52,25 @@ impl Default for LoadOptions {
     }
 }
 
+/// Whether `device` can hold and compute the model's parameters in `dtype`: a float dtype the
+/// device supports. [`JanusModel::load`] checks it first, so a `bf16` request on a WGSL device
+/// (or `f16` on a Vulkan driver without 16-bit floats) is an error rather than a failure deep
+/// in a kernel compiler.
+pub fn check_param_dtype(device: &Device, dtype: DType) -> Result<(), JanusError> {
+    let reason = if !dtype.is_float() {
+        "not a float dtype"
+    } else if !device.supports_dtype(dtype) {
+        "the device does not support it"
+    } else {
+        return Ok(());
+    };
+    Err(JanusError::UnsupportedDtype {
+        dtype: format!("{dtype:?}"),
+        device: format!("{device:?}"),
+        reason,
+    })
+}
+
 fn config_err(component: &str, e: impl std::fmt::Display) -> JanusError {
     JanusError::Config {
         path: None,
@@ -126,6 +145,7 @@ impl JanusModel {
         options: &LoadOptions,
         device: &Device,
     ) -> Result<(Self, JanusConfig, LoadReport), JanusError> {
+        check_param_dtype(device, options.dtype)?;
         let dir = dir.as_ref();
         let config = JanusConfig::from_dir(dir)?;
         let layout = CheckpointLayout::discover(options.weights_dir.as_deref().unwrap_or(dir))?;

@@ -383,6 +383,37 @@ fn bf16_checkpoint_loads_in_requested_dtype() {
 // ------------------------------------------------------------------------------------------
 
 /// A model directory that does not exist is reported as such, by path.
+/// A parameter dtype that is not a float type, or that the device cannot compute in (flex has
+/// no `Flex32`; on GPUs bf16 under WGSL, f16 on some Vulkan drivers), is refused before any file
+/// is read.
+#[test]
+fn error_unsupported_dtype() {
+    for (dtype, reason) in [
+        (DType::I64, "not a float dtype"),
+        (DType::Flex32, "the device does not support it"),
+    ] {
+        let options = LoadOptions {
+            dtype,
+            ..Default::default()
+        };
+        let e = load(&tiny(), &options).expect_err("loading in an unsupported dtype succeeded");
+        let JanusError::UnsupportedDtype {
+            dtype: named,
+            reason: why,
+            ..
+        } = &e
+        else {
+            panic!("expected UnsupportedDtype, got {e:?}")
+        };
+        assert_eq!(named, &format!("{dtype:?}"));
+        assert_eq!(*why, reason);
+        assert!(message(&e).contains(reason), "{e}");
+    }
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        janus_core::check_param_dtype(&Device::flex(), dtype).unwrap();
+    }
+}
+
 #[test]
 fn error_missing_model_directory() {
     let tmp = tempfile::tempdir().unwrap();
