@@ -8,7 +8,8 @@
 # (every step's output), results.jsonl (the bench JSON lines) and artifacts.tar (images, training
 # metrics). Run from the repository root. STEPs (default: all, in this order): parity (the test
 # binaries the kit holds; test:NAME runs one), pipelines, train, bench, hf, bench7b, shapes. Each
-# step has its own time limit, so one that hangs costs only its share.
+# step has its own time limit, so one that hangs costs only its share. BENCH_ARGS adds options to
+# the bench step's `bench` (scripts/gpu/soft-vulkan.sh passes "--shape tiny").
 set -u
 KIT=${1:?kit folder}
 OUT=${2:?output folder}
@@ -85,7 +86,8 @@ for step in $STEPS; do
         ;;
     bench)
         for dtype in f32 f16; do
-            run "bench-$dtype" 150 "$BIN/bench" --dtype $dtype --repeats 3 && json "bench-$dtype"
+            # shellcheck disable=SC2086 # BENCH_ARGS is a list of options, e.g. "--shape tiny"
+            run "bench-$dtype" 150 "$BIN/bench" --dtype $dtype --repeats 3 ${BENCH_ARGS:-} && json "bench-$dtype"
         done
         ;;
     hf)

@@ -7,15 +7,25 @@
 # checks.sh compares against.
 #
 #   CARGO_TARGET_DIR=/work/vk-target scripts/gpu/pack.sh [KIT]
+#
+# CUBECL_SPIRV=DIR builds against the cubecl-spirv source in DIR instead of crates.io's (a
+# `[patch]` given on cargo's command line; Cargo.lock is put back afterwards): scripts/gpu/soft-vulkan.sh
+# uses it for the copy with the shared-memory fix that software Vulkan drivers need.
 set -euo pipefail
 KIT=${1:-.devkit}
 TARGET=${CARGO_TARGET_DIR:-target}
 export CARGO_TARGET_DIR=$TARGET
+patch_args=()
+if [[ -n ${CUBECL_SPIRV:-} ]]; then
+    patch_args=(--config "patch.crates-io.cubecl-spirv.path=\"$CUBECL_SPIRV\"")
+    cp Cargo.lock "$TARGET/Cargo.lock.pack-backup"
+    trap 'cp "$TARGET/Cargo.lock.pack-backup" Cargo.lock' EXIT
+fi
 rm -rf "$KIT" && mkdir -p "$KIT/infer" "$KIT/train"
 
 # One cargo invocation, so burn and cubecl are built once with one feature set for every binary
 # (the examples with both flex and vulkan pick vulkan; src/lib.rs).
-bins=$(cargo build --release -p janus-rs -p janus-core -p janus-train \
+bins=$(cargo build "${patch_args[@]}" --release -p janus-rs -p janus-core -p janus-train \
     --features janus-rs/vulkan,janus-train/vulkan,janus-testutil/vulkan \
     --example bench --example generate --example understand --bin janus-train --bin janus-shapes \
     --test parity --test parity_generation --test parity_train --message-format=json-render-diagnostics |
