@@ -382,7 +382,6 @@ fn bf16_checkpoint_loads_in_requested_dtype() {
 // Bad input
 // ------------------------------------------------------------------------------------------
 
-/// A model directory that does not exist is reported as such, by path.
 /// A parameter dtype that is not a float type, or that the device cannot compute in (flex has
 /// no `Flex32`; on GPUs bf16 under WGSL, f16 on some Vulkan drivers), is refused before any file
 /// is read.
@@ -414,6 +413,7 @@ fn error_unsupported_dtype() {
     }
 }
 
+/// A model directory that does not exist is reported as such, by path.
 #[test]
 fn error_missing_model_directory() {
     let tmp = tempfile::tempdir().unwrap();
