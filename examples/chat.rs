@@ -6,11 +6,12 @@
 //! ```
 
 use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use clap::Parser;
+use janus_core::LoadOptions;
 use janus_core::processor::load_image;
-use janus_core::{AnswerOptions, LoadOptions};
 
 #[derive(Parser)]
 #[command(about = "Chat with a Janus model about images")]
@@ -18,9 +19,9 @@ struct Args {
     /// Model directory; defaults to the shipped shapes model (models/shapes-janus).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Most tokens per answer.
-    #[arg(long, default_value_t = 512)]
-    max_new_tokens: usize,
+    /// Most tokens per answer [default: the model's recommendation, else 512].
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
     #[command(flatten)]
     sampling: janus_rs::SamplingArgs,
 }
@@ -30,11 +31,10 @@ fn main() -> anyhow::Result<()> {
     let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
     let device = janus_rs::default_device();
     let janus = janus_rs::load_with_spinner(&dir, &LoadOptions::default(), &device)?;
-    let options = AnswerOptions {
-        max_new_tokens: args.max_new_tokens,
-        sampling: args.sampling.options(),
-        ..Default::default()
-    };
+    let defaults = janus.answer_options();
+    let mut options = defaults.clone();
+    options.max_new_tokens = args.max_new_tokens.unwrap_or(defaults.max_new_tokens);
+    options.sampling = args.sampling.apply(defaults.sampling);
     let mut chat = janus.chat();
     let mut pending = Vec::new();
     let stdin = std::io::stdin();
@@ -71,9 +71,10 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let images = std::mem::take(&mut pending);
-        let result = chat.ask(line, images, &options, |piece| {
+        let result = chat.ask(line, &images, &options, |piece| {
             print!("{piece}");
             let _ = std::io::stdout().flush();
+            ControlFlow::Continue(())
         });
         println!();
         if let Err(e) = result {

@@ -15,7 +15,7 @@ use anyhow::Context;
 use burn::tensor::DType;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use janus_core::{GenerationOptions, Janus, LoadOptions, save_images};
+use janus_core::{Janus, LoadOptions, save_images};
 
 #[derive(Parser)]
 #[command(about = "Generate images from text prompts with a Janus model")]
@@ -29,21 +29,11 @@ struct Args {
     /// Images per prompt.
     #[arg(long, default_value_t = 1)]
     parallel: usize,
-    /// Classifier-free guidance weight.
-    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
-    cfg: f64,
-    /// Sampling temperature (0 = argmax).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    temperature: f64,
-    /// Sample among the k most likely codes only.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling threshold in (0, 1].
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Seed: the same seed gives the same images.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Classifier-free guidance weight [default: the model's recommendation, else 5].
+    #[arg(long, allow_negative_numbers = true)]
+    cfg: Option<f64>,
+    #[command(flatten)]
+    sampling: janus_rs::SamplingArgs,
     /// Output directory (created if missing).
     #[arg(long, default_value = "generated")]
     out: PathBuf,
@@ -73,14 +63,14 @@ fn main() -> anyhow::Result<()> {
         h * w
     );
 
-    let options = GenerationOptions {
-        parallel_size: args.parallel,
-        cfg_weight: args.cfg,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
+    let defaults = janus.generation_options();
+    let mut options = defaults.clone().with_parallel_size(args.parallel);
+    options.cfg_weight = args.cfg.unwrap_or(defaults.cfg_weight);
+    options.sampling = args.sampling.apply(defaults.sampling);
+    eprintln!(
+        "cfg weight {}, temperature {}, seed {}",
+        options.cfg_weight, options.sampling.temperature, options.sampling.seed
+    );
     let bar =
         ProgressBar::new(janus.codes_per_image() as u64).with_style(ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} codes ({per_sec}, eta {eta})",

@@ -6,11 +6,12 @@
 //! ```
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use clap::Parser;
-use janus_core::processor::{Message, load_image};
-use janus_core::{AnswerOptions, LoadOptions};
+use janus_core::LoadOptions;
+use janus_core::processor::load_image;
 
 #[derive(Parser)]
 #[command(about = "Answer a question about images with a Janus model")]
@@ -24,9 +25,9 @@ struct Args {
     /// The question.
     #[arg(long)]
     question: String,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 512)]
-    max_new_tokens: usize,
+    /// Most tokens to generate [default: the model's recommendation, else 512].
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
     /// Stop when the answer contains this text (repeatable).
     #[arg(long = "stop")]
     stop_strings: Vec<String>,
@@ -44,22 +45,16 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(load_image)
         .collect::<Result<Vec<_>, _>>()?;
-    let (user, assistant) = janus.roles();
-    let content = format!(
-        "{}{}",
-        "<image_placeholder>\n".repeat(images.len()),
-        args.question
-    );
-    let conversation = vec![Message::new(user, &content), Message::new(assistant, "")];
-    let options = AnswerOptions {
-        max_new_tokens: args.max_new_tokens,
-        sampling: args.sampling.options(),
-        stop_strings: args.stop_strings,
-    };
+    let defaults = janus.answer_options();
+    let mut options = defaults.clone();
+    options.max_new_tokens = args.max_new_tokens.unwrap_or(defaults.max_new_tokens);
+    options.sampling = args.sampling.apply(defaults.sampling);
+    options.stop_strings = args.stop_strings;
     let mut stdout = std::io::stdout();
-    let answer = janus.answer_with_images(&conversation, &images, &options, |piece| {
+    let answer = janus.ask(&args.question, &images, &options, |piece| {
         print!("{piece}");
         let _ = stdout.flush();
+        ControlFlow::Continue(())
     })?;
     println!();
     eprintln!(

@@ -70,31 +70,32 @@ pub fn bundled_model_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shapes-janus")
 }
 
-/// Command-line sampling flags shared by the examples.
-#[derive(Debug, Clone, clap::Args)]
+/// Command-line sampling flags shared by the examples. A flag left out keeps the value the
+/// model directory recommends (`generation_config.json`), else the library's default.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct SamplingArgs {
-    /// 0 = greedy (the reference scripts); the demos use 0.1 with top-p 0.95.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
+    /// Sampling temperature; 0 = greedy (argmax). Default: the model's recommendation.
+    #[arg(long, allow_negative_numbers = true)]
+    pub temperature: Option<f64>,
     /// Nucleus sampling threshold in (0, 1].
     #[arg(long)]
     pub top_p: Option<f64>,
     /// Keep only the k most likely tokens.
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// Seed of the sampler.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Seed of the sampler [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 impl SamplingArgs {
-    /// The library's options for these flags.
-    pub fn options(&self) -> janus_core::SamplingOptions {
+    /// `base` with every flag that was given put over it.
+    pub fn apply(&self, base: janus_core::SamplingOptions) -> janus_core::SamplingOptions {
         janus_core::SamplingOptions {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            seed: self.seed,
+            temperature: self.temperature.unwrap_or(base.temperature),
+            top_k: self.top_k.or(base.top_k),
+            top_p: self.top_p.or(base.top_p),
+            seed: self.seed.unwrap_or(base.seed),
         }
     }
 }
@@ -146,6 +147,28 @@ pub fn dtype_name(dtype: burn::tensor::DType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_flags_win_over_the_model_defaults() {
+        let base = janus_core::SamplingOptions {
+            temperature: 0.5,
+            top_k: Some(7),
+            top_p: None,
+            seed: 3,
+        };
+        assert_eq!(SamplingArgs::default().apply(base.clone()), base);
+        let flags = SamplingArgs {
+            temperature: Some(0.0),
+            top_p: Some(0.9),
+            top_k: None,
+            seed: Some(11),
+        };
+        let got = flags.apply(base);
+        assert_eq!(
+            (got.temperature, got.top_k, got.top_p, got.seed),
+            (0.0, Some(7), Some(0.9), 11)
+        );
+    }
 
     #[test]
     fn dtype_names_round_trip_and_unknown_names_are_refused() {

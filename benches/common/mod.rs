@@ -228,11 +228,9 @@ impl Workload {
         steps: usize,
         seed: u64,
     ) -> anyhow::Result<(Duration, Vec<Duration>)> {
-        let options = GenerationOptions {
-            cfg_weight: CFG_WEIGHT,
-            seed,
-            ..Default::default()
-        };
+        let options = GenerationOptions::default()
+            .with_cfg_weight(CFG_WEIGHT)
+            .with_seed(seed);
         let mut marks = Vec::with_capacity(steps + 2);
         marks.push(Instant::now());
         self.model

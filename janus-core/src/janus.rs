@@ -7,8 +7,11 @@ use burn::tensor::Device;
 use crate::checkpoint::LoadReport;
 use crate::config::JanusConfig;
 use crate::error::JanusError;
+use crate::generation::GenerationOptions;
+use crate::generation_config::GenerationConfig;
 use crate::model::{JanusModel, LoadOptions};
-use crate::processor::Processor;
+use crate::processor::{ChatRoles, Processor};
+use crate::understanding::AnswerOptions;
 
 /// A Janus model ready to understand and draw: weights, config, processor and device.
 ///
@@ -27,6 +30,8 @@ pub struct Janus {
     pub config: JanusConfig,
     /// Tokenizer, chat template and image preprocessing.
     pub processor: Processor,
+    /// The directory's recommended settings (`generation_config.json`, or the defaults).
+    pub generation_config: GenerationConfig,
     /// What the checkpoint load did.
     pub report: LoadReport,
     device: Device,
@@ -44,10 +49,12 @@ impl Janus {
         let (model, config, report) = JanusModel::load(dir, options, device)?;
         let processor =
             Processor::from_dir(dir)?.with_max_len(config.language.max_position_embeddings);
+        let generation_config = GenerationConfig::from_dir(dir)?;
         Ok(Self {
             model,
             config,
             processor,
+            generation_config,
             report,
             device: device.clone(),
             dir: dir.to_path_buf(),
@@ -62,5 +69,23 @@ impl Janus {
     /// The model directory it was loaded from.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The role names this model's chat template expects: `<|User|>`/`<|Assistant|>` when the
+    /// tokenizer knows them (Janus-Pro), else `User`/`Assistant` (Janus-1.3B).
+    pub fn roles(&self) -> ChatRoles {
+        self.processor.roles()
+    }
+
+    /// Answer options recommended by the model directory (`generation_config.json`), else the
+    /// reference's: greedy, up to 512 tokens.
+    pub fn answer_options(&self) -> AnswerOptions {
+        self.generation_config.answer_options()
+    }
+
+    /// Generation options recommended by the model directory (`generation_config.json`), else
+    /// the reference's: CFG weight 5, temperature 1, one image per prompt.
+    pub fn generation_options(&self) -> GenerationOptions {
+        self.generation_config.generation_options()
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 mod embed;
 mod error;
 mod generation;
+pub mod generation_config;
 mod janus;
 mod model;
 pub mod processor;
@@ -15,12 +16,14 @@ pub use checkpoint::{CheckpointFormat, CheckpointLayout, LoadReport};
 pub use config::JanusConfig;
 pub use error::JanusError;
 pub use generation::{
-    CfgBatch, GeneratedImage, GenerationOptions, GenerationProgress, save_images, save_png,
-    to_rgb_images,
+    CfgBatch, GeneratedImage, GenerationOptions, GenerationProgress, png_bytes, save_images,
+    save_png, to_rgb_images,
 };
+pub use generation_config::GenerationConfig;
 pub use janus::Janus;
 pub use janus_llm::SamplingOptions;
 pub use model::{JanusModel, LoadOptions, check_param_dtype};
+pub use processor::ChatRoles;
 pub use understanding::{Answer, AnswerOptions, Chat, StopReason};
 
 pub use burn;

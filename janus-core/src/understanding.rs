@@ -1,12 +1,14 @@
 //! Multimodal understanding: answer a conversation about images, streaming text as it is
 //! produced, one conversation or a left-padded batch of them, and multi-turn chat.
 
+use std::ops::ControlFlow;
+
 use burn::tensor::{Int, Tensor, TensorData};
 use janus_llm::{Sampler, SamplingOptions};
 
 use crate::error::JanusError;
 use crate::janus::Janus;
-use crate::processor::{Message, PreparedInput, RgbImage, TokenId};
+use crate::processor::{ChatRoles, Message, PreparedInput, RgbImage, TokenId};
 
 /// How to produce an answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +42,9 @@ pub enum StopReason {
     ContextFull,
     /// A stop string appeared.
     StopString,
+    /// The text callback returned [`ControlFlow::Break`]; the answer holds what was produced
+    /// until then.
+    Cancelled,
 }
 
 /// One generated answer.
@@ -106,25 +111,46 @@ struct Row {
 }
 
 impl Janus {
-    /// Answers one conversation; image paths in its messages are read relative to the current
-    /// directory. `on_text` receives the answer piece by piece as it is produced.
+    /// Answers one question about `images` (none for a text-only question): the model's own
+    /// roles and one image placeholder per image are applied, so no template text is typed
+    /// by hand. `on_text` receives the answer piece by piece as it is produced; returning
+    /// [`ControlFlow::Break`] stops it ([`StopReason::Cancelled`]).
     ///
     /// ```no_run
-    /// # use janus_core::{Janus, LoadOptions, AnswerOptions, processor::Message};
+    /// use std::ops::ControlFlow;
+    /// # use janus_core::{Janus, LoadOptions, processor::load_image};
     /// # fn main() -> Result<(), janus_core::JanusError> {
     /// # let janus = Janus::load("m", &LoadOptions::default(), &janus_core::burn::tensor::Device::flex())?;
-    /// let conversation = vec![
-    ///     Message::new("<|User|>", "<image_placeholder>\nWhat is in the image?").with_image("cat.png"),
-    ///     Message::new("<|Assistant|>", ""),
-    /// ];
-    /// let answer = janus.answer(&conversation, &AnswerOptions::default(), |piece| print!("{piece}"))?;
+    /// let image = load_image("cat.png")?;
+    /// let answer = janus.ask("What is in the image?", &[image], &janus.answer_options(), |piece| {
+    ///     print!("{piece}");
+    ///     ControlFlow::Continue(())
+    /// })?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`JanusError::PromptTooLong`], the processor's errors (e.g. an image it cannot use),
+    /// the sampling options' errors.
+    pub fn ask(
+        &self,
+        question: &str,
+        images: &[RgbImage],
+        options: &AnswerOptions,
+        on_text: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Answer, JanusError> {
+        let conversation = self.processor.question(question, images.len());
+        self.answer_with_images(&conversation, images, options, on_text)
+    }
+
+    /// Answers one conversation given as template messages; image paths in its messages are
+    /// read relative to the current directory. `on_text` as in [`Janus::ask`].
     pub fn answer(
         &self,
         conversation: &[Message],
         options: &AnswerOptions,
-        mut on_text: impl FnMut(&str),
+        mut on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Answer, JanusError> {
         let images = self.processor.load_images(conversation, ".")?;
         self.answer_with_images(conversation, &images, options, &mut on_text)
@@ -137,7 +163,7 @@ impl Janus {
         conversation: &[Message],
         images: &[RgbImage],
         options: &AnswerOptions,
-        mut on_text: impl FnMut(&str),
+        mut on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Answer, JanusError> {
         let item = self.processor.process_one(conversation, images)?;
         let mut answers =
@@ -146,12 +172,12 @@ impl Janus {
     }
 
     /// Answers several conversations at once (left-padded into one batch), one answer per row.
-    /// `on_text` receives `(row, piece)`.
+    /// `on_text` receives `(row, piece)`; [`ControlFlow::Break`] stops that row only.
     pub fn answer_batch(
         &self,
         conversations: &[(Vec<Message>, Vec<RgbImage>)],
         options: &AnswerOptions,
-        mut on_text: impl FnMut(usize, &str),
+        mut on_text: impl FnMut(usize, &str) -> ControlFlow<()>,
     ) -> Result<Vec<Answer>, JanusError> {
         let items = conversations
             .iter()
@@ -166,7 +192,7 @@ impl Janus {
         &self,
         items: Vec<PreparedInput>,
         options: &AnswerOptions,
-        on_text: &mut dyn FnMut(usize, &str),
+        on_text: &mut dyn FnMut(usize, &str) -> ControlFlow<()>,
     ) -> Result<Vec<Answer>, JanusError> {
         let mut sampler = Sampler::new(options.sampling.clone())?;
         let batch = self.processor.batchify(&items)?;
@@ -223,12 +249,18 @@ impl Janus {
                 let (piece, stop_at) =
                     row.stream
                         .advance(&row.text, &options.stop_strings, finishing);
-                if !piece.is_empty() {
-                    on_text(r, piece);
-                }
+                let flow = if piece.is_empty() {
+                    ControlFlow::Continue(())
+                } else {
+                    on_text(r, piece)
+                };
                 if let Some(at) = stop_at {
                     row.text.truncate(at);
                     row.stop = Some(StopReason::StopString);
+                } else if flow.is_break() && row.stop.is_none() {
+                    // The caller has seen exactly the text emitted so far.
+                    row.text.truncate(row.stream.emitted);
+                    row.stop = Some(StopReason::Cancelled);
                 }
             }
             if rows.iter().all(|r| r.stop.is_some()) || step + 1 == budget {
@@ -255,24 +287,13 @@ impl Janus {
             .collect())
     }
 
-    /// The role names this model's chat template expects: `<|User|>`/`<|Assistant|>` when the
-    /// tokenizer knows them (Janus-Pro), else `User`/`Assistant` (Janus-1.3B).
-    pub fn roles(&self) -> (&'static str, &'static str) {
-        match self.processor.tokenizer().token_to_id("<|User|>") {
-            Some(_) => ("<|User|>", "<|Assistant|>"),
-            None => ("User", "Assistant"),
-        }
-    }
-
     /// Starts a multi-turn conversation.
     pub fn chat(&self) -> Chat<'_> {
-        let (user, assistant) = self.roles();
         Chat {
             janus: self,
             history: Vec::new(),
             images: Vec::new(),
-            user: user.into(),
-            assistant: assistant.into(),
+            roles: self.roles(),
         }
     }
 }
@@ -283,23 +304,23 @@ pub struct Chat<'a> {
     janus: &'a Janus,
     history: Vec<Message>,
     images: Vec<RgbImage>,
-    user: String,
-    assistant: String,
+    roles: ChatRoles,
 }
 
 impl Chat<'_> {
-    /// Asks a question, with images placed before the text, and records the answer.
+    /// Asks a question, with images placed before the text as in [`Janus::ask`], and records
+    /// the answer (a cancelled answer is recorded as far as it went).
     pub fn ask(
         &mut self,
         question: &str,
-        images: Vec<RgbImage>,
+        images: &[RgbImage],
         options: &AnswerOptions,
-        on_text: impl FnMut(&str),
+        on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Answer, JanusError> {
-        let content = format!("{}{question}", "<image_placeholder>\n".repeat(images.len()));
+        let placeholder = &self.janus.processor.config().image_tag;
         let mut conversation = self.history.clone();
-        conversation.push(Message::new(&self.user, &content));
-        conversation.push(Message::new(&self.assistant, ""));
+        conversation.push(self.roles.user_turn(question, images.len(), placeholder));
+        conversation.push(self.roles.assistant_cue());
         let mut all_images = self.images.clone();
         all_images.extend(images.iter().cloned());
         let answer = self

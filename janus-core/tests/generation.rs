@@ -10,8 +10,8 @@ use burn::tensor::{Device, Tensor};
 use janus_core::janus_llm::LlmError;
 use janus_core::janus_vq::VqError;
 use janus_core::{
-    CfgBatch, GenerationOptions, GenerationProgress, Janus, JanusError, LoadOptions, save_images,
-    save_png,
+    CfgBatch, GenerationOptions, GenerationProgress, Janus, JanusError, LoadOptions,
+    SamplingOptions, save_images, save_png,
 };
 
 const PROMPT: &str = "a photo of a red cube on a wooden table";
@@ -30,11 +30,15 @@ fn go(_: GenerationProgress) -> ControlFlow<()> {
 }
 
 fn opts(parallel_size: usize, seed: u64) -> GenerationOptions {
-    GenerationOptions {
-        parallel_size,
-        seed,
-        ..Default::default()
-    }
+    GenerationOptions::default()
+        .with_parallel_size(parallel_size)
+        .with_seed(seed)
+}
+
+fn sampling(f: impl FnOnce(&mut SamplingOptions)) -> GenerationOptions {
+    let mut o = GenerationOptions::default();
+    f(&mut o.sampling);
+    o
 }
 
 fn codes_of(images: &[janus_core::GeneratedImage]) -> Vec<Vec<i64>> {
@@ -59,12 +63,13 @@ fn defaults_follow_the_reference() {
         (
             o.parallel_size,
             o.cfg_weight,
-            o.temperature,
-            o.top_k,
-            o.top_p
+            o.sampling.temperature,
+            o.sampling.top_k,
+            o.sampling.top_p
         ),
         (1, 5.0, 1.0, None, None)
     );
+    assert_eq!(o.sampling.seed, 42);
     o.validate().unwrap();
 }
 
@@ -149,10 +154,8 @@ fn cancel_stops_early_and_writes_nothing() {
 #[test]
 fn greedy_codes_are_the_argmax_of_teacher_forced_logits() {
     let j = janus();
-    let greedy = GenerationOptions {
-        temperature: 0.0,
-        ..opts(2, 0)
-    };
+    let mut greedy = opts(2, 0);
+    greedy.sampling.temperature = 0.0;
     let batch = j
         .generation_batch(&[j.generation_conversation(PROMPT)], 2)
         .unwrap();
@@ -173,20 +176,16 @@ fn greedy_codes_are_the_argmax_of_teacher_forced_logits() {
     assert_eq!(argmax, codes.concat());
 
     // top_k 1 keeps only the most likely code: the same as greedy.
-    let top1 = GenerationOptions {
-        top_k: Some(1),
-        ..opts(2, 5)
-    };
+    let mut top1 = opts(2, 5);
+    top1.sampling.top_k = Some(1);
     assert_eq!(
         j.model.generate_image_codes(&batch, n, &top1, go).unwrap(),
         codes
     );
     // top_p and top_k run.
-    let nucleus = GenerationOptions {
-        top_k: Some(8),
-        top_p: Some(0.5),
-        ..opts(2, 5)
-    };
+    let mut nucleus = opts(2, 5);
+    nucleus.sampling.top_k = Some(8);
+    nucleus.sampling.top_p = Some(0.5);
     j.model
         .generate_image_codes(&batch, n, &nucleus, go)
         .unwrap();
@@ -276,30 +275,12 @@ fn invalid_options_are_typed_errors() {
             cfg_weight: f64::INFINITY,
             ..Default::default()
         },
-        GenerationOptions {
-            temperature: -0.5,
-            ..Default::default()
-        },
-        GenerationOptions {
-            temperature: f64::NAN,
-            ..Default::default()
-        },
-        GenerationOptions {
-            top_p: Some(0.0),
-            ..Default::default()
-        },
-        GenerationOptions {
-            top_p: Some(1.5),
-            ..Default::default()
-        },
-        GenerationOptions {
-            top_p: Some(f64::NAN),
-            ..Default::default()
-        },
-        GenerationOptions {
-            top_k: Some(0),
-            ..Default::default()
-        },
+        sampling(|o| o.temperature = -0.5),
+        sampling(|o| o.temperature = f64::NAN),
+        sampling(|o| o.top_p = Some(0.0)),
+        sampling(|o| o.top_p = Some(1.5)),
+        sampling(|o| o.top_p = Some(f64::NAN)),
+        sampling(|o| o.top_k = Some(0)),
     ];
     for o in bad {
         let mut calls = 0;
@@ -308,20 +289,24 @@ fn invalid_options_are_typed_errors() {
             ControlFlow::Continue(())
         });
         assert!(
-            matches!(r, Err(JanusError::InvalidOption(_))),
+            matches!(
+                r,
+                Err(JanusError::InvalidOption(_)
+                    | JanusError::Llm(
+                        LlmError::InvalidTemperature(_)
+                            | LlmError::InvalidTopK
+                            | LlmError::InvalidTopP(_)
+                    ))
+            ),
             "{o:?}: {r:?}"
         );
         assert_eq!(calls, 0, "rejected before any step");
     }
     // Boundary values are fine.
-    GenerationOptions {
-        cfg_weight: 0.0,
-        temperature: 0.0,
-        top_p: Some(1.0),
-        ..Default::default()
-    }
-    .validate()
-    .unwrap();
+    let mut edge = GenerationOptions::default().with_cfg_weight(0.0);
+    edge.sampling.temperature = 0.0;
+    edge.sampling.top_p = Some(1.0);
+    edge.validate().unwrap();
 }
 
 #[test]
@@ -476,5 +461,49 @@ fn unwritable_output_is_a_typed_error_and_leaves_nothing() {
             assert!(entries(&ro).is_empty());
         }
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn generated_image_saves_itself_and_encodes_to_png_bytes() {
+    let j = janus();
+    let generated = j.generate_images(&[PROMPT], &opts(1, 3), go).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("one.png");
+    generated[0].save(&path).unwrap();
+    assert_eq!(entries(out.path()), ["one.png"], "no temporary file left");
+    assert_eq!(image::open(&path).unwrap().to_rgb8(), generated[0].image);
+    let bytes = generated[0].png_bytes().unwrap();
+    assert_eq!(bytes, std::fs::read(&path).unwrap());
+    let r = generated[0].save(out.path().join("missing/dir/x.png"));
+    assert!(matches!(r, Err(JanusError::Output { .. })), "{r:?}");
+}
+
+/// A model directory's `generation_config.json` sets the defaults a program starts from; the
+/// tiny fixture has none, the shipped shapes model recommends CFG weight 3.
+#[test]
+fn generation_config_of_a_model_directory_sets_the_defaults() {
+    let j = janus();
+    assert_eq!(j.generation_options(), GenerationOptions::default());
+    assert_eq!(j.answer_options(), janus_core::AnswerOptions::default());
+    let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/shapes-janus");
+    let config = janus_core::GenerationConfig::from_dir(&shapes).unwrap();
+    assert_eq!(config.generation_options().cfg_weight, 3.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("generation_config.json"),
+        r#"{"image": {"cfg_weight": "high"}}"#,
+    )
+    .unwrap();
+    match janus_core::GenerationConfig::from_dir(dir.path()) {
+        Err(JanusError::Config { path, message }) => {
+            assert_eq!(
+                path.as_deref(),
+                Some(dir.path().join("generation_config.json").as_path())
+            );
+            assert!(message.contains("image"), "{message}");
+        }
+        other => panic!("{other:?}"),
     }
 }

@@ -23,8 +23,8 @@ const CHECKED: &[&str] = &[
     "train.safetensors",      // janus-train/tests/parity_train.rs: parity_train
 ];
 
-/// Golden files whose checks belong to later issues. This list only shrinks; it is empty now
-/// that every golden family has its test.
+/// Golden files whose checks are not written yet. This list only shrinks; it is empty now that
+/// every golden family has its test.
 const PENDING: &[(&str, &str)] = &[];
 
 /// Every fixture loads, and every golden tensor file in it is checked by some test.

@@ -1,6 +1,8 @@
 //! The understanding pipeline end to end on every fixture: greedy answers equal the reference,
 //! streaming, sampling, batching, chat, stop strings and the errors a user can cause.
 
+use std::ops::ControlFlow;
+
 use burn::tensor::Device;
 use janus_core::processor::{Message, RgbImage};
 use janus_core::{AnswerOptions, Janus, JanusError, LoadOptions, SamplingOptions, StopReason};
@@ -70,7 +72,10 @@ fn greedy_answers_match_the_reference_and_stream_whole() {
                     &case.messages,
                     &case.images,
                     &greedy(case.generated.len()),
-                    |p| streamed.push_str(p),
+                    |p| {
+                        streamed.push_str(p);
+                        ControlFlow::Continue(())
+                    },
                 )
                 .unwrap();
             let mut want: Vec<i64> = case.generated.clone();
@@ -108,7 +113,9 @@ fn sampling_is_seeded() {
         };
         let run = |seed| {
             janus
-                .answer_with_images(&case.messages, &case.images, &opts(seed), |_| {})
+                .answer_with_images(&case.messages, &case.images, &opts(seed), |_| {
+                    ControlFlow::Continue(())
+                })
                 .unwrap()
         };
         let (a, b, c) = (run(1), run(1), run(2));
@@ -130,12 +137,17 @@ fn a_batch_answers_each_row_like_alone() {
             .collect();
         let mut pieces = vec![String::new(); batch.len()];
         let answers = janus
-            .answer_batch(&batch, &opts, |row, p| pieces[row].push_str(p))
+            .answer_batch(&batch, &opts, |row, p| {
+                pieces[row].push_str(p);
+                ControlFlow::Continue(())
+            })
             .unwrap();
         assert_eq!(answers.len(), batch.len());
         for ((name, case), (answer, streamed)) in cases.iter().zip(answers.iter().zip(&pieces)) {
             let alone = janus
-                .answer_with_images(&case.messages, &case.images, &opts, |_| {})
+                .answer_with_images(&case.messages, &case.images, &opts, |_| {
+                    ControlFlow::Continue(())
+                })
                 .unwrap();
             assert_eq!(
                 answer, &alone,
@@ -151,7 +163,9 @@ fn stop_strings_cut_the_answer() {
     for (janus, cases) in fixtures() {
         let (_, case) = &cases[0];
         let full = janus
-            .answer_with_images(&case.messages, &case.images, &greedy(8), |_| {})
+            .answer_with_images(&case.messages, &case.images, &greedy(8), |_| {
+                ControlFlow::Continue(())
+            })
             .unwrap();
         let chars: Vec<char> = full.text.chars().collect();
         if chars.len() < 3 {
@@ -166,7 +180,8 @@ fn stop_strings_cut_the_answer() {
         let mut streamed = String::new();
         let answer = janus
             .answer_with_images(&case.messages, &case.images, &opts, |p| {
-                streamed.push_str(p)
+                streamed.push_str(p);
+                ControlFlow::Continue(())
             })
             .unwrap();
         assert_eq!(answer.stop, StopReason::StopString);
@@ -184,9 +199,16 @@ fn chat_keeps_the_history() {
             .unwrap();
         let mut chat = janus.chat();
         let first = chat
-            .ask("What is this?", vec![image.clone()], &greedy(4), |_| {})
+            .ask(
+                "What is this?",
+                std::slice::from_ref(&image),
+                &greedy(4),
+                |_| ControlFlow::Continue(()),
+            )
             .unwrap();
-        let second = chat.ask("And now?", vec![], &greedy(4), |_| {}).unwrap();
+        let second = chat
+            .ask("And now?", &[], &greedy(4), |_| ControlFlow::Continue(()))
+            .unwrap();
         let history = chat.history();
         assert_eq!(history.len(), 4);
         assert_eq!(history[1].content, first.text);
@@ -197,7 +219,9 @@ fn chat_keeps_the_history() {
         let mut conversation = history.to_vec();
         conversation[3].content.clear();
         let again = janus
-            .answer_with_images(&conversation, &[image], &greedy(4), |_| {})
+            .answer_with_images(&conversation, &[image], &greedy(4), |_| {
+                ControlFlow::Continue(())
+            })
             .unwrap();
         assert_eq!(again, second);
     }
@@ -206,12 +230,12 @@ fn chat_keeps_the_history() {
 #[test]
 fn bad_input_is_a_clear_error() {
     for (janus, cases) in fixtures() {
-        let (user, assistant) = janus.roles();
+        let roles = janus.roles();
         let (_, case) = cases.iter().find(|(_, c)| !c.images.is_empty()).unwrap();
         let opts = greedy(2);
         let ask = |content: &str, images: &[RgbImage], o: &AnswerOptions| {
-            let conv = vec![Message::new(user, content), Message::new(assistant, "")];
-            janus.answer_with_images(&conv, images, o, |_| {})
+            let conv = vec![Message::new(&roles.user, content), roles.assistant_cue()];
+            janus.answer_with_images(&conv, images, o, |_| ControlFlow::Continue(()))
         };
         let two = vec![case.images[0].clone(), case.images[0].clone()];
         let err = ask("<image_placeholder>\nhi", &two, &opts).unwrap_err();
@@ -224,7 +248,7 @@ fn bad_input_is_a_clear_error() {
         .unwrap_err();
         assert!(err.to_string().contains("placeholder"), "{err}");
         let err = janus
-            .answer_with_images(&[], &[], &opts, |_| {})
+            .answer_with_images(&[], &[], &opts, |_| ControlFlow::Continue(()))
             .unwrap_err();
         assert!(err.to_string().contains("no messages"), "{err}");
 
@@ -275,21 +299,117 @@ fn bad_input_is_a_clear_error() {
         let bogus = dir.path().join("not-an-image.png");
         std::fs::write(&bogus, b"definitely not a png").unwrap();
         let conv = vec![
-            Message::new(user, "<image_placeholder>\nhi").with_image(bogus.to_str().unwrap()),
-            Message::new(assistant, ""),
+            Message::new(&roles.user, "<image_placeholder>\nhi")
+                .with_image(bogus.to_str().unwrap()),
+            roles.assistant_cue(),
         ];
-        let err = janus.answer(&conv, &opts, |_| {}).unwrap_err();
+        let err = janus
+            .answer(&conv, &opts, |_| ControlFlow::Continue(()))
+            .unwrap_err();
         assert!(err.to_string().contains("not-an-image.png"), "{err}");
         assert!(matches!(
             janus.answer(
                 &[
-                    Message::new(user, "<image_placeholder>").with_image("/nonexistent/x.png"),
-                    Message::new(assistant, "")
+                    Message::new(&roles.user, "<image_placeholder>")
+                        .with_image("/nonexistent/x.png"),
+                    roles.assistant_cue()
                 ],
                 &opts,
-                |_| {}
+                |_| ControlFlow::Continue(())
             ),
             Err(JanusError::Processor(_))
         ));
+    }
+}
+
+/// `ask` builds the conversation from the model's own roles and placeholders: it answers as
+/// the hand-written template does.
+#[test]
+fn ask_applies_the_model_roles_and_placeholders() {
+    for (janus, cases) in fixtures() {
+        let image = cases
+            .iter()
+            .find_map(|(_, c)| c.images.first().cloned())
+            .unwrap();
+        let roles = janus.roles();
+        let tag = &janus.processor.config().image_tag;
+        let by_hand = vec![
+            Message::new(&roles.user, format!("{tag}\n{tag}\nWhat is this?")),
+            Message::new(&roles.assistant, ""),
+        ];
+        let images = [image.clone(), image];
+        let want = janus
+            .answer_with_images(&by_hand, &images, &greedy(5), |_| ControlFlow::Continue(()))
+            .unwrap();
+        let got = janus
+            .ask("What is this?", &images, &greedy(5), |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(got, want);
+        let text_only = janus
+            .ask("Hello", &[], &greedy(3), |_| ControlFlow::Continue(()))
+            .unwrap();
+        let text_by_hand = vec![
+            Message::new(&roles.user, "Hello"),
+            Message::new(&roles.assistant, ""),
+        ];
+        let want = janus
+            .answer_with_images(
+                &text_by_hand,
+                &[],
+                &greedy(3),
+                |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        assert_eq!(text_only, want);
+    }
+}
+
+/// Returning `Break` from the text callback stops the answer; the answer holds exactly the
+/// text the callback saw.
+#[test]
+fn the_text_callback_can_stop_an_answer() {
+    for (janus, cases) in fixtures() {
+        let (_, case) = &cases[0];
+        let full = janus
+            .answer_with_images(&case.messages, &case.images, &greedy(8), |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        if full.text.is_empty() {
+            continue;
+        }
+        let mut seen = String::new();
+        let mut calls = 0;
+        let stopped = janus
+            .answer_with_images(&case.messages, &case.images, &greedy(8), |p| {
+                seen.push_str(p);
+                calls += 1;
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert_eq!(calls, 1, "no piece after Break");
+        assert_eq!(stopped.stop, StopReason::Cancelled);
+        assert_eq!(stopped.text, seen);
+        assert!(full.text.starts_with(&stopped.text));
+        assert!(stopped.token_ids.len() < full.token_ids.len() || full.token_ids.len() == 1);
+
+        // In a batch, only the row whose callback broke stops.
+        let batch = vec![
+            (case.messages.clone(), case.images.clone()),
+            (case.messages.clone(), case.images.clone()),
+        ];
+        let answers = janus
+            .answer_batch(&batch, &greedy(8), |row, _| {
+                if row == 0 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!(answers[0].stop, StopReason::Cancelled);
+        assert_eq!(answers[1], full);
     }
 }

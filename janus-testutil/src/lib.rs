@@ -12,6 +12,8 @@
 //! - weights: [`load`] (burn-store with caller-given key remapping rules);
 //! - the device the parity tests run on: [`test_device`] (`JANUS_TEST_DEVICE`).
 
+#![warn(missing_docs)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -153,8 +155,11 @@ pub fn safetensors_files(dir: &Path) -> Option<Vec<PathBuf>> {
 pub struct Golden {
     /// The dtype stored in the file.
     pub dtype: Dtype,
+    /// The tensor's shape.
     pub shape: Vec<usize>,
+    /// Float values (empty for integer tensors).
     pub floats: Vec<f32>,
+    /// Integer values, widened to i64 (empty for float tensors).
     pub ints: Vec<i64>,
 }
 
@@ -212,12 +217,14 @@ pub struct Goldens {
 }
 
 impl Goldens {
+    /// Reads `<dir>/goldens/<name>`; panics when it cannot (a test's setup error).
     pub fn open(dir: &Path, name: &str) -> Self {
         Self {
             tensors: read_goldens(&dir.join("goldens").join(name)),
         }
     }
 
+    /// Whether the file holds a tensor called `name`.
     pub fn has(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }

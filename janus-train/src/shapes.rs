@@ -556,11 +556,9 @@ pub fn score_understanding(
     n: usize,
     seed: u64,
 ) -> Result<UnderstandingScore, janus_core::JanusError> {
-    use janus_core::processor::Message;
     use janus_core::{AnswerOptions, SamplingOptions};
     let size = janus.config.vision.image_size;
     let mut shapes = ShapeGenerator::new(size, seed);
-    let (user, assistant) = janus.roles();
     let options = AnswerOptions {
         max_new_tokens: 16,
         sampling: SamplingOptions::greedy(),
@@ -575,17 +573,11 @@ pub fn score_understanding(
     for chunk in samples.chunks(16) {
         let conversations: Vec<_> = chunk
             .iter()
-            .map(|s| {
-                (
-                    vec![
-                        Message::new(user, format!("<image_placeholder>\n{QUESTION}")),
-                        Message::new(assistant, ""),
-                    ],
-                    vec![s.render()],
-                )
-            })
+            .map(|s| (janus.processor.question(QUESTION, 1), vec![s.render()]))
             .collect();
-        let answers = janus.answer_batch(&conversations, &options, |_, _| {})?;
+        let answers = janus.answer_batch(&conversations, &options, |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })?;
         for (s, a) in chunk.iter().zip(answers) {
             score.total += 1;
             let expected = s.label().answer();

@@ -15,7 +15,7 @@ use crate::checkpoint::{
     RngState, TrainState, latest_checkpoint, load_checkpoint, save_checkpoint,
 };
 use crate::config::TrainConfig;
-use crate::data::{DataConfig, DataState, MixRatio, MixedLoader, Roles, VqCodeEncoder};
+use crate::data::{DataConfig, DataState, MixRatio, MixedLoader, VqCodeEncoder};
 use crate::export::export_model_dir;
 use crate::lora::{apply_lora, merge_lora, save_adapter};
 use crate::loss::{mixed_loss, understanding_loss};
@@ -23,6 +23,7 @@ use crate::optim::GradAccumulator;
 use crate::parallel::{DataParallel, MicroBatch, MicroLoss};
 use crate::stage;
 use crate::{GenerationBatch, MixedBatch};
+use janus_core::processor::ChatRoles;
 
 /// Everything that can stop a run.
 #[derive(Debug, thiserror::Error)]
@@ -215,7 +216,7 @@ fn validate(
     model: &JanusModel,
     config: &TrainConfig,
     janus_processor: &janus_core::processor::Processor,
-    roles: &Roles,
+    roles: &ChatRoles,
 ) -> Result<Option<f64>, TrainError> {
     if config.val_data.is_empty() {
         return Ok(None);
@@ -277,7 +278,7 @@ pub fn train_parallel(
     let parallel = (devices.len() > 1)
         .then(|| DataParallel::new(devices.iter().map(|d| d.clone().autodiff()).collect()));
     let janus = Janus::load(&config.model, &LoadOptions::default(), &ad)?;
-    let roles = Roles::from(janus.roles());
+    let roles = janus.roles();
     let processor = janus.processor.clone();
     let encoder = match config.data.ratio.generation {
         0 => None,

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use janus_core::burn::tensor::Device;
-use janus_core::processor::{Message, RgbImage, load_image};
+use janus_core::processor::{ChatRoles, Message, RgbImage, load_image};
 use janus_core::{Janus, LoadOptions};
 use janus_testutil::{Dtype, read_goldens};
 use janus_train::data::{
     CodeCache, CodeEncoder, ConversationRecord, DataConfig, DataError, DataState, JsonlDataset,
-    JsonlReader, Kind, KindScheduler, LabelTurns, MixRatio, MixedLoader, OnError, Overlong, Roles,
+    JsonlReader, Kind, KindScheduler, LabelTurns, MixRatio, MixedLoader, OnError, Overlong,
     SampleOutcome, T2iRecord, VqCodeEncoder, build_understanding, center_crop,
     generation_prompt_ids, label_prompt, prompt_dropout, to_unit_range, unconditional_ids,
 };
@@ -98,8 +98,8 @@ fn counting(janus: &Janus) -> (Box<dyn CodeEncoder>, Arc<AtomicUsize>) {
     (Box::new(encoder), encoded)
 }
 
-fn roles(janus: &Janus) -> Roles {
-    Roles::from(janus.roles())
+fn roles(janus: &Janus) -> ChatRoles {
+    janus.roles()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -434,7 +434,8 @@ fn labels_reproduce_the_training_golden() {
 fn every_or_only_the_last_answer_is_labelled() {
     let janus = tiny();
     let p = &janus.processor;
-    let (user, assistant) = janus.roles();
+    let roles = janus.roles();
+    let (user, assistant) = (roles.user.as_str(), roles.assistant.as_str());
     let conversation = [
         Message::new(user, "Hello there"),
         Message::new(assistant, "Hi."),

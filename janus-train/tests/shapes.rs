@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use janus_core::processor::{Message, RgbImage};
+use janus_core::processor::RgbImage;
 use janus_core::{AnswerOptions, GenerationOptions, Janus, LoadOptions, SamplingOptions};
 use janus_train::shapes::{Label, ShapeGenerator};
 
@@ -73,7 +73,6 @@ fn judge_recognises_real_shapes() {
 #[test]
 fn shipped_model_understands_fresh_images() {
     let janus = load();
-    let (user, assistant) = janus.roles();
     let mut shapes = ShapeGenerator::new(32, 777);
     let samples: Vec<_> = (0..48).map(|_| shapes.sample()).collect();
     let options = AnswerOptions {
@@ -85,10 +84,7 @@ fn shipped_model_understands_fresh_images() {
         .iter()
         .map(|s| {
             (
-                vec![
-                    Message::new(user, "<image_placeholder>\nWhat is in the image?"),
-                    Message::new(assistant, ""),
-                ],
+                janus.processor.question("What is in the image?", 1),
                 vec![s.render()],
             )
         })
@@ -97,7 +93,7 @@ fn shipped_model_understands_fresh_images() {
     let mut wrong = Vec::new();
     for chunk in conversations.chunks(16).zip(samples.chunks(16)) {
         let answers = janus
-            .answer_batch(chunk.0, &options, |_, _| {})
+            .answer_batch(chunk.0, &options, |_, _| ControlFlow::Continue(()))
             .expect("answers");
         for (answer, sample) in answers.iter().zip(chunk.1) {
             let expected = sample.label().answer();
@@ -117,13 +113,10 @@ fn shipped_model_draws_what_it_is_asked() {
     let janus = load();
     let labels = Label::all();
     let captions: Vec<String> = labels.iter().map(|l| l.caption()).collect();
-    let options = GenerationOptions {
-        parallel_size: 2,
-        cfg_weight: 3.0,
-        temperature: 1.0,
-        seed: 31,
-        ..Default::default()
-    };
+    let options = GenerationOptions::default()
+        .with_parallel_size(2)
+        .with_cfg_weight(3.0)
+        .with_seed(31);
     let images = janus
         .generate_images(&captions, &options, |_| ControlFlow::Continue(()))
         .expect("images");

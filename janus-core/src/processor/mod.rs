@@ -29,9 +29,23 @@ pub use self::batch::{BatchTensors, BatchedInputs, PreparedInput};
 pub use self::config::{ImageProcessorConfig, ProcessorConfig};
 pub use self::error::ProcessorError;
 pub use self::image::{ImageProcessor, decode_image, load_image};
-pub use self::template::{Message, SYSTEM_PROMPT, apply_sft_template};
+pub use self::template::{
+    ASSISTANT_SEPARATOR, ChatRoles, Message, SYSTEM_PROMPT, USER_SEPARATOR, apply_sft_template,
+    is_py_space, py_strip,
+};
 pub use self::tokenizer::{JanusTokenizer, SpecialTokens, TokenId};
 pub use ::image::RgbImage;
+
+/// The unconditional prompt of classifier-free guidance: `pad` everywhere except the first
+/// (BOS) and the last (`<begin_of_image>`) token. Prompts of one or two tokens are unchanged.
+pub fn unconditional_ids(ids: &[TokenId], pad: TokenId) -> Vec<TokenId> {
+    let mut out = ids.to_vec();
+    if out.len() > 2 {
+        let last = out.len() - 1;
+        out[1..last].fill(pad);
+    }
+    out
+}
 
 /// Turns conversations and images into model inputs, exactly like the reference
 /// `VLChatProcessor`.
@@ -119,6 +133,27 @@ impl Processor {
         self.special
     }
 
+    /// The role names this model's template expects: Janus-Pro's `<|User|>`/`<|Assistant|>`
+    /// when the tokenizer knows `<|User|>`, else Janus-1.3B's `User`/`Assistant`.
+    pub fn roles(&self) -> ChatRoles {
+        match self.tokenizer.token_to_id("<|User|>") {
+            Some(_) => ChatRoles::janus_pro(),
+            None => ChatRoles::janus_1_3b(),
+        }
+    }
+
+    /// A user turn with the model's role and one image placeholder line per image before
+    /// `text`.
+    pub fn user_turn(&self, text: &str, images: usize) -> Message {
+        self.roles().user_turn(text, images, &self.config.image_tag)
+    }
+
+    /// A one-question conversation ready for [`Processor::process_one`]: the user turn (with
+    /// `images` placeholders) and the assistant cue.
+    pub fn question(&self, text: &str, images: usize) -> Vec<Message> {
+        vec![self.user_turn(text, images), self.roles().assistant_cue()]
+    }
+
     /// Encodes text (BOS first), without image expansion.
     pub fn encode(&self, text: &str) -> Result<Vec<TokenId>, ProcessorError> {
         self.tokenizer.encode(text)
@@ -140,6 +175,13 @@ impl Processor {
         let mut prompt = apply_sft_template(conversation, "")?;
         prompt.push_str(&self.config.image_start_tag);
         Ok(prompt)
+    }
+
+    /// The unconditional prompt of classifier-free guidance for a generation prompt's ids:
+    /// the pad token everywhere except the first (BOS) and the last (`<begin_of_image>`), as
+    /// the reference builds its CFG rows and as training drops prompts.
+    pub fn unconditional_ids(&self, ids: &[TokenId]) -> Vec<TokenId> {
+        unconditional_ids(ids, self.special.pad)
     }
 
     /// Token ids of [`Processor::generation_prompt`]: BOS first, `image_start` last.

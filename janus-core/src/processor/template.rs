@@ -10,9 +10,70 @@ You are able to understand the visual content that the user provides, \
 and assist the user with a variety of tasks using natural language.";
 
 /// Separator after even-indexed (user) messages.
-const SEP: &str = "\n\n";
+pub const USER_SEPARATOR: &str = "\n\n";
 /// Separator after odd-indexed (assistant) messages: the EOS token's text.
-const SEP2: &str = "<｜end▁of▁sentence｜>";
+pub const ASSISTANT_SEPARATOR: &str = "<｜end▁of▁sentence｜>";
+const SEP: &str = USER_SEPARATOR;
+const SEP2: &str = ASSISTANT_SEPARATOR;
+
+/// The speaker names a model's chat template writes: `<|User|>`/`<|Assistant|>` for Janus-Pro,
+/// `User`/`Assistant` for Janus-1.3B. [`Processor::roles`](super::Processor::roles) picks them
+/// from the tokenizer, so callers never type them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChatRoles {
+    /// The user's role.
+    pub user: String,
+    /// The assistant's role.
+    pub assistant: String,
+}
+
+impl ChatRoles {
+    /// Janus-Pro's roles, whose names are tokens of its vocabulary.
+    pub fn janus_pro() -> Self {
+        Self::new("<|User|>", "<|Assistant|>")
+    }
+
+    /// Janus-1.3B's roles, plain words.
+    pub fn janus_1_3b() -> Self {
+        Self::new("User", "Assistant")
+    }
+
+    /// Roles from two strings.
+    pub fn new(user: impl Into<String>, assistant: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            assistant: assistant.into(),
+        }
+    }
+
+    /// The user's turn: one `placeholder` line per image, then the text, as the reference
+    /// scripts write it.
+    pub fn user_turn(&self, text: &str, images: usize, placeholder: &str) -> Message {
+        let mut content = String::with_capacity(images * (placeholder.len() + 1) + text.len());
+        for _ in 0..images {
+            content.push_str(placeholder);
+            content.push('\n');
+        }
+        content.push_str(text);
+        Message::new(self.user.clone(), content)
+    }
+
+    /// The empty assistant turn that cues the model to answer.
+    pub fn assistant_cue(&self) -> Message {
+        Message::new(self.assistant.clone(), "")
+    }
+
+    /// A finished assistant turn.
+    pub fn assistant_turn(&self, text: impl Into<String>) -> Message {
+        Message::new(self.assistant.clone(), text)
+    }
+}
+
+impl From<(&str, &str)> for ChatRoles {
+    fn from((user, assistant): (&str, &str)) -> Self {
+        Self::new(user, assistant)
+    }
+}
 
 /// One turn of a conversation, in the JSON shape the reference scripts use.
 ///
@@ -51,12 +112,12 @@ impl Message {
 
 /// Python's `str.isspace`: Unicode `White_Space` plus the ASCII separators U+001C..U+001F, which
 /// Python strips and Rust's `trim` keeps.
-fn is_py_space(c: char) -> bool {
+pub fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
-/// Python's `str.strip()` with no argument.
-pub(crate) fn py_strip(s: &str) -> &str {
+/// Python's `str.strip()` with no argument, as the template strips contents.
+pub fn py_strip(s: &str) -> &str {
     s.trim_matches(is_py_space)
 }
 
@@ -137,6 +198,19 @@ mod tests {
             apply_sft_template(&[], SYSTEM_PROMPT),
             Err(ProcessorError::EmptyConversation)
         ));
+    }
+
+    #[test]
+    fn user_turn_puts_one_placeholder_line_per_image_first() {
+        let roles = ChatRoles::janus_1_3b();
+        let m = roles.user_turn("Q?", 2, "<image_placeholder>");
+        assert_eq!(m.role, "User");
+        assert_eq!(m.content, "<image_placeholder>\n<image_placeholder>\nQ?");
+        assert_eq!(
+            ChatRoles::janus_pro().user_turn("Q?", 0, "<p>").content,
+            "Q?"
+        );
+        assert_eq!(roles.assistant_cue(), Message::new("Assistant", ""));
     }
 
     #[test]

@@ -298,12 +298,10 @@ fn evaluate(
     {
         println!("  expected {want:?}, answered {got:?}");
     }
-    let options = GenerationOptions {
-        cfg_weight: cfg,
-        temperature,
-        seed,
-        ..Default::default()
-    };
+    let mut options = GenerationOptions::default()
+        .with_cfg_weight(cfg)
+        .with_seed(seed);
+    options.sampling.temperature = temperature;
     let (generation, images) = score_generation(&janus, 2, &options)?;
     println!(
         "generation (12 captions × 2, cfg {cfg}, temperature {temperature}): {}/{} judged right",

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use janus_core::processor::{Processor, ProcessorError, RgbImage, load_image};
+use janus_core::processor::{ChatRoles, Processor, ProcessorError, RgbImage, load_image};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -13,12 +13,11 @@ use super::jsonl::{JsonlDataset, Located, MAX_REPORTED, Record};
 use super::mix::{Kind, KindScheduler, MixRatio, mix_seed};
 use super::record::{ConversationRecord, T2iRecord};
 use super::sample::{
-    LabelTurns, LabeledInput, Overlong, Roles, SampleOutcome, build_understanding,
-    collate_understanding,
+    LabelTurns, LabeledInput, Overlong, SampleOutcome, build_understanding, collate_understanding,
 };
 use super::t2i::{
     CodeCache, CodeEncoder, GenSample, center_crop, collate_generation, generation_prompt_ids,
-    prompt_dropout, to_unit_range, unconditional_ids,
+    prompt_dropout, to_unit_range,
 };
 use crate::batch::MixedBatch;
 
@@ -236,7 +235,7 @@ impl<R: Record> Stream<R> {
 pub struct MixedLoader {
     config: DataConfig,
     processor: Processor,
-    roles: Roles,
+    roles: ChatRoles,
     encoder: Option<Box<dyn CodeEncoder>>,
     cache: CodeCache,
     max_len: Option<usize>,
@@ -262,7 +261,7 @@ impl std::fmt::Debug for MixedLoader {
 impl MixedLoader {
     /// Indexes the datasets of every kind with a non-zero ratio and starts at the beginning.
     ///
-    /// `roles` are the model's chat roles (`Roles::from(janus.roles())`); `encoder` turns
+    /// `roles` are the model's chat roles (`janus.roles()`); `encoder` turns
     /// images into VQ codes and is required when the generation ratio is non-zero.
     ///
     /// Errors on an invalid config, an unreadable file, a malformed line under
@@ -270,7 +269,7 @@ impl MixedLoader {
     pub fn new(
         config: DataConfig,
         processor: Processor,
-        roles: Roles,
+        roles: ChatRoles,
         encoder: Option<Box<dyn CodeEncoder>>,
     ) -> Result<Self, DataError> {
         if config.batch_size == 0 {
@@ -354,7 +353,7 @@ impl MixedLoader {
     pub fn resume(
         config: DataConfig,
         processor: Processor,
-        roles: Roles,
+        roles: ChatRoles,
         encoder: Option<Box<dyn CodeEncoder>>,
         state: &DataState,
     ) -> Result<Self, DataError> {
@@ -692,7 +691,7 @@ impl MixedLoader {
             let unconditional = prompt_dropout(seed, epoch, position, p);
             pending.push(Pending {
                 text_ids: if unconditional {
-                    unconditional_ids(&ids, pad)
+                    janus_core::processor::unconditional_ids(&ids, pad)
                 } else {
                     ids
                 },

@@ -18,7 +18,7 @@
 //!
 //! ```no_run
 //! use janus_core::{Janus, LoadOptions};
-//! use janus_train::data::{DataConfig, MixRatio, MixedLoader, Roles, VqCodeEncoder};
+//! use janus_train::data::{DataConfig, MixRatio, MixedLoader, VqCodeEncoder};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let device = janus_core::burn::tensor::Device::flex();
 //! let janus = Janus::load("models/Janus-Pro-1B", &LoadOptions::default(), &device)?;
@@ -35,7 +35,7 @@
 //! let mut loader = MixedLoader::new(
 //!     config,
 //!     janus.processor.clone(),
-//!     Roles::from(janus.roles()),
+//!     janus.roles(),
 //!     Some(Box::new(encoder)),
 //! )?;
 //! let batch = loader.next_batch()?;
@@ -57,10 +57,12 @@ pub use self::jsonl::{JsonlDataset, JsonlReader, Located, ParseContext, Record, 
 pub use self::mix::{Kind, KindScheduler, MixRatio};
 pub use self::record::{ConversationRecord, T2iRecord, Turn};
 pub use self::sample::{
-    LabelTurns, LabeledInput, Overlong, Roles, SampleOutcome, build_understanding,
-    collate_understanding, conversation_messages, expand_labels, label_prompt,
+    LabelTurns, LabeledInput, Overlong, SampleOutcome, build_understanding, collate_understanding,
+    conversation_messages, expand_labels, label_prompt,
 };
 pub use self::t2i::{
     CodeCache, CodeEncoder, GenSample, VqCodeEncoder, center_crop, collate_generation,
-    generation_prompt_ids, prompt_dropout, to_unit_range, unconditional_ids,
+    generation_prompt_ids, prompt_dropout, to_unit_range,
 };
+/// The CFG unconditional prompt rule, shared with inference (defined in janus-core).
+pub use janus_core::processor::unconditional_ids;

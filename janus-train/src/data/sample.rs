@@ -21,52 +21,13 @@
 use std::ops::Range;
 
 use janus_core::processor::{
-    Message, PreparedInput, Processor, ProcessorError, RgbImage, SYSTEM_PROMPT, TokenId,
-    apply_sft_template,
+    ASSISTANT_SEPARATOR as SEP2, ChatRoles, Message, PreparedInput, Processor, ProcessorError,
+    RgbImage, SYSTEM_PROMPT, TokenId, USER_SEPARATOR as SEP, apply_sft_template, is_py_space,
 };
 use serde::{Deserialize, Serialize};
 
 use super::record::ConversationRecord;
 use crate::batch::{IGNORE_INDEX, UnderstandingBatch};
-
-/// Separator after user messages in the `deepseek` template.
-const SEP: &str = "\n\n";
-/// Separator after assistant messages: the end-of-sentence token's text.
-const SEP2: &str = "<｜end▁of▁sentence｜>";
-
-/// The role strings the template writes, which depend on the model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Roles {
-    /// The user's role (`<|User|>` for Janus-Pro, `User` for Janus-1.3B).
-    pub user: String,
-    /// The assistant's role (`<|Assistant|>` / `Assistant`).
-    pub assistant: String,
-}
-
-impl Roles {
-    /// Roles from two strings.
-    pub fn new(user: impl Into<String>, assistant: impl Into<String>) -> Self {
-        Self {
-            user: user.into(),
-            assistant: assistant.into(),
-        }
-    }
-
-    /// The roles a model's tokenizer implies, as `Janus::roles`: `<|User|>`/`<|Assistant|>`
-    /// when the vocabulary has `<|User|>`, else `User`/`Assistant`.
-    pub fn for_processor(processor: &Processor) -> Self {
-        match processor.tokenizer().token_to_id("<|User|>") {
-            Some(_) => Self::new("<|User|>", "<|Assistant|>"),
-            None => Self::new("User", "Assistant"),
-        }
-    }
-}
-
-impl From<(&str, &str)> for Roles {
-    fn from((user, assistant): (&str, &str)) -> Self {
-        Self::new(user, assistant)
-    }
-}
 
 /// Which assistant answers carry labels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +97,7 @@ pub enum SampleOutcome {
 /// the paths of its images (`image_tag` is the model's placeholder, which marks them).
 pub fn conversation_messages(
     record: &ConversationRecord,
-    roles: &Roles,
+    roles: &ChatRoles,
     image_tag: &str,
 ) -> Vec<Message> {
     let mut images = record.images.iter();
@@ -157,11 +118,6 @@ pub fn conversation_messages(
         ));
     }
     out
-}
-
-/// Python's `str.isspace`, as the template's `strip` uses it.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 /// Renders the template like [`apply_sft_template`] and returns the byte range of each
@@ -302,7 +258,7 @@ pub fn build_understanding(
     processor: &Processor,
     record: &ConversationRecord,
     images: &[RgbImage],
-    roles: &Roles,
+    roles: &ChatRoles,
     label_turns: LabelTurns,
     max_len: Option<usize>,
     overlong: Overlong,

@@ -12,13 +12,12 @@ use janus_core::burn::module::Module;
 use janus_core::burn::tensor::{Device, Tensor, TensorData};
 use janus_core::janus_vq::VqModel;
 use janus_core::processor::resize::resize_bicubic;
-use janus_core::processor::{Message, Processor, ProcessorError, RgbImage, TokenId};
+use janus_core::processor::{ChatRoles, Processor, ProcessorError, RgbImage, TokenId};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use super::error::DataError;
 use super::mix::mix_seed;
-use super::sample::Roles;
 use crate::batch::GenerationBatch;
 
 /// One text-to-image training row.
@@ -37,24 +36,10 @@ pub struct GenSample {
 pub fn generation_prompt_ids(
     processor: &Processor,
     prompt: &str,
-    roles: &Roles,
+    roles: &ChatRoles,
 ) -> Result<Vec<TokenId>, ProcessorError> {
-    let conversation = [
-        Message::new(roles.user.clone(), prompt),
-        Message::new(roles.assistant.clone(), ""),
-    ];
+    let conversation = [roles.user_turn(prompt, 0, ""), roles.assistant_cue()];
     processor.generation_prompt_ids(&conversation)
-}
-
-/// The unconditional prompt for classifier-free guidance: `pad` everywhere except the first
-/// (BOS) and the last (`<begin_of_image>`) token, as the reference builds its CFG rows.
-pub fn unconditional_ids(ids: &[TokenId], pad: TokenId) -> Vec<TokenId> {
-    let mut out = ids.to_vec();
-    if out.len() > 2 {
-        let last = out.len() - 1;
-        out[1..last].fill(pad);
-    }
-    out
 }
 
 /// Whether the prompt of a sample is dropped (replaced by the unconditional one), with
