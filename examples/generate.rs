@@ -48,15 +48,15 @@ struct Args {
     #[arg(long, default_value = "generated")]
     out: PathBuf,
     /// Parameter dtype.
-    #[arg(long, default_value = "f32", value_parser = janus_rs::parse_dtype)]
+    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_dtype)]
     dtype: DType,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
+    let dir = args.model.unwrap_or_else(janus_cli::bundled_model_dir);
     let dtype = args.dtype;
-    let device = janus_rs::default_device();
+    let device = janus_cli::default_device();
     let start = Instant::now();
     let options = LoadOptions {
         dtype,
