@@ -23,14 +23,14 @@ struct Args {
     #[arg(long)]
     max_new_tokens: Option<usize>,
     #[command(flatten)]
-    sampling: janus_rs::SamplingArgs,
+    sampling: janus_cli::SamplingArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
-    let device = janus_rs::default_device();
-    let janus = janus_rs::load_with_spinner(&dir, &LoadOptions::default(), &device)?;
+    let dir = args.model.unwrap_or_else(janus_cli::bundled_model_dir);
+    let device = janus_cli::default_device();
+    let janus = janus_cli::load_with_spinner(&dir, &LoadOptions::default(), &device)?;
     let defaults = janus.answer_options();
     let mut options = defaults.clone();
     options.max_new_tokens = args.max_new_tokens.unwrap_or(defaults.max_new_tokens);

@@ -33,20 +33,20 @@ struct Args {
     #[arg(long, allow_negative_numbers = true)]
     cfg: Option<f64>,
     #[command(flatten)]
-    sampling: janus_rs::SamplingArgs,
+    sampling: janus_cli::SamplingArgs,
     /// Output directory (created if missing).
     #[arg(long, default_value = "generated")]
     out: PathBuf,
     /// Parameter dtype.
-    #[arg(long, default_value = "f32", value_parser = janus_rs::parse_dtype)]
+    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_dtype)]
     dtype: DType,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
+    let dir = args.model.unwrap_or_else(janus_cli::bundled_model_dir);
     let dtype = args.dtype;
-    let device = janus_rs::default_device();
+    let device = janus_cli::default_device();
     let start = Instant::now();
     let options = LoadOptions {
         dtype,

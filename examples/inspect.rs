@@ -25,15 +25,15 @@ struct Args {
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Parameter dtype after loading.
-    #[arg(long, default_value = "f32", value_parser = janus_rs::parse_dtype)]
+    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_dtype)]
     dtype: DType,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
+    let dir = args.model.unwrap_or_else(janus_cli::bundled_model_dir);
     let dtype = args.dtype;
-    let device = janus_rs::default_device();
+    let device = janus_cli::default_device();
     let layout = CheckpointLayout::discover(args.weights.as_deref().unwrap_or(&dir))?;
     let options = LoadOptions {
         dtype,

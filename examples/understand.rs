@@ -32,14 +32,14 @@ struct Args {
     #[arg(long = "stop")]
     stop_strings: Vec<String>,
     #[command(flatten)]
-    sampling: janus_rs::SamplingArgs,
+    sampling: janus_cli::SamplingArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = args.model.unwrap_or_else(janus_rs::bundled_model_dir);
-    let device = janus_rs::default_device();
-    let janus = janus_rs::load_with_spinner(&dir, &LoadOptions::default(), &device)?;
+    let dir = args.model.unwrap_or_else(janus_cli::bundled_model_dir);
+    let device = janus_cli::default_device();
+    let janus = janus_cli::load_with_spinner(&dir, &LoadOptions::default(), &device)?;
     let images = args
         .images
         .iter()

@@ -355,7 +355,7 @@ pub fn understanding_labels(
     Ok(expanded)
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::{Device, Tolerance};

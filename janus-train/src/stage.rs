@@ -316,7 +316,7 @@ impl ModuleVisitor for Counter {
     }
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::batch::{GenerationBatch, UnderstandingBatch};

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds what scripts/gpu/checks.sh runs on a GPU machine and packs it into KIT (default .devkit,
 # git-ignored): the Vulkan builds, stripped, in two xz archives that each fit one device call's
-# 64 MiB with the working tree (each binary is 70-90 MB, 7-8 MB packed): infer.tar.xz (examples
-# bench, understand, generate; janus-core's parity tests) and train.tar.xz (janus-train,
+# 64 MiB with the working tree (each binary is 70-90 MB, 7-8 MB packed): infer.tar.xz (bench,
+# understand, generate; janus-core's parity tests) and train.tar.xz (janus-train,
 # janus-shapes, parity_train); and the CPU build's images for the `generate` command that
 # checks.sh compares against.
 #
@@ -24,10 +24,10 @@ fi
 rm -rf "$KIT" && mkdir -p "$KIT/infer" "$KIT/train"
 
 # One cargo invocation, so burn and cubecl are built once with one feature set for every binary
-# (the examples with both flex and vulkan pick vulkan; src/lib.rs).
-bins=$(cargo build "${patch_args[@]}" --release -p janus-rs -p janus-core -p janus-train \
-    --features janus-rs/vulkan,janus-train/vulkan,janus-testutil/vulkan \
-    --example bench --example generate --example understand --bin janus-train --bin janus-shapes \
+# (the programs with both flex and vulkan pick vulkan; janus-cli/src/device.rs).
+bins=$(cargo build "${patch_args[@]}" --release -p janus-rs -p janus-core -p janus-train -p janus-cli \
+    -p janus-shapes -p janus-perf --features janus-cli/vulkan,janus-testutil/vulkan \
+    --bin bench --example generate --example understand --bin janus-train --bin janus-shapes \
     --test parity --test parity_generation --test parity_train --message-format=json-render-diagnostics |
     python3 -c 'import json, sys
 for line in sys.stdin:

@@ -18,7 +18,7 @@
 # windows. Each pair here takes ≈ 30 s, and the median of the per-pair ratios is what is compared.
 #
 # Needs what run.sh sets up (llama-bench and the GGUFs under .side-by-side/; run
-# `scripts/side-by-side/run.sh --setup-only` first) and builds our `llm_phases` example.
+# `scripts/side-by-side/run.sh --setup-only` first) and builds our `llm_phases` binary (janus-perf).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -73,8 +73,8 @@ GGUF="$WORK/gguf/janus-pro-1b-llm-$DTYPE.gguf"
 [ -x "$LLAMA_BENCH" ] || { echo "duel.sh: $LLAMA_BENCH missing: run scripts/side-by-side/run.sh --setup-only" >&2; exit 1; }
 [ -f "$GGUF" ] || { echo "duel.sh: $GGUF missing: run scripts/side-by-side/run.sh --setup-only" >&2; exit 1; }
 
-(cd "$ROOT" && cargo build --release --example llm_phases) >&2
-OURS="$ROOT/target/release/examples/llm_phases"
+(cd "$ROOT" && cargo build --release -p janus-perf --bin llm_phases) >&2
+OURS="$ROOT/target/release/llm_phases"
 export RAYON_NUM_THREADS="$THREADS"
 
 OUT="$(mktemp -d)"

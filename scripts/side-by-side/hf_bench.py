@@ -28,7 +28,7 @@ stage then ends in `torch.cuda.synchronize()`, and `peak_gpu_mb` is torch's peak
 `torch.set_num_threads(threads)`, everything under `torch.inference_mode()`. Each
 figure is the median of `--repeats` runs after one warm-up run. The language model's cache
 keyword (`cache` in recent transformers, `past_key_values` before) is read off its signature. Readable lines first, one
-JSON object (the same keys as janus-rs' `examples/bench.rs`) on the last line of stdout.
+JSON object (the same keys as janus-rs' `perf/src/bin/bench.rs`) on the last line of stdout.
 """
 
 import argparse

@@ -193,7 +193,7 @@ measure_round() {
   s="$(rsuffix "$1")"
   if want ours; then
     mem_check "ours (f32)" 9
-    # = cargo run --release --example bench -- ..., on the binary built above.
+    # = cargo run --release -p janus-perf --bin bench -- ..., on the binary built above.
     measure "ours$s" "$OURS_BIN" --shape pro-1b --dtype f32 --threads "$THREADS" --repeats "$REPEATS" "${STAGE_ARGS[@]}"
     if [ -n "$HALF" ]; then
       mem_check "ours ($HALF)" 5
@@ -332,10 +332,10 @@ if want ours; then
   # Waits for the cargo lock when another build holds it. The binary is copied out of target/
   # so that every row of this run times the same build even if someone rebuilds meanwhile.
   OURS_GIT="$(git_desc)"
-  step cargo-build bash -c "cd '$ROOT' && cargo build --release --example bench -j '$BUILD_JOBS'"
+  step cargo-build bash -c "cd '$ROOT' && cargo build --release -p janus-perf --bin bench -j '$BUILD_JOBS'"
   mkdir -p "$WORK/bin"
-  cp "$ROOT/target/release/examples/bench" "$OURS_BIN.tmp" && mv "$OURS_BIN.tmp" "$OURS_BIN" \
-    || die "cannot copy target/release/examples/bench"
+  cp "$ROOT/target/release/bench" "$OURS_BIN.tmp" && mv "$OURS_BIN.tmp" "$OURS_BIN" \
+    || die "cannot copy target/release/bench"
 fi
 
 if [ "$SETUP_ONLY" = 1 ]; then

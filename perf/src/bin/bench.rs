@@ -6,21 +6,18 @@
 //! last line of stdout.
 //!
 //! ```sh
-//! cargo run --release --example bench                        # Janus-Pro-1B shape, f32, all cores
-//! cargo run --release --example bench -- --shape tiny        # quick smoke run on the fixture's shape
-//! cargo run --release --example bench -- --dtype bf16 --threads 2 --repeats 3
+//! cargo run --release -p janus-perf --bin bench                  # Janus-Pro-1B shape, f32, all cores
+//! cargo run --release -p janus-perf --bin bench -- --shape tiny  # quick smoke run on the fixture's shape
+//! cargo run --release -p janus-perf --bin bench -- --dtype bf16 --threads 2 --repeats 3
 //! ```
-
-#[path = "../benches/common/mod.rs"]
-mod workload;
 
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
-use janus_rs::dtype_name;
-use workload::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms, median, peak_rss_mb};
+use janus_cli::dtype_name;
+use janus_perf::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms, median, peak_rss_mb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Stage {
@@ -43,7 +40,7 @@ struct Args {
     #[arg(long, default_value = "pro-1b", value_parser = ["pro-1b", "pro-7b", "tiny"])]
     shape: String,
     /// Parameter and activation dtype.
-    #[arg(long, default_value = "f32", value_parser = janus_rs::parse_dtype)]
+    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_dtype)]
     dtype: DType,
     /// Threads of the global rayon pool the CPU backend runs on (default: all cores).
     #[arg(long)]
@@ -98,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let runs = |stage| args.only.is_empty() || args.only.contains(&stage);
 
-    let device = janus_rs::default_device();
+    let device = janus_cli::default_device();
     let config = shape.config()?;
     println!(
         "janus-rs bench: shape {}, dtype {}, {threads} thread(s), median of {} run(s) after 1 warm-up",

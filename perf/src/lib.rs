@@ -1,13 +1,12 @@
 //! The standard inference workload (`shared/bench/WORKLOAD.md`) on random weights, shared by
-//! `examples/bench.rs` and the criterion benches in `benches/stages.rs`.
+//! the `bench` and `llm_phases` binaries and the criterion benches in `benches/stages.rs`.
 //!
 //! Every stage calls the same library code the real pipelines call (`JanusModel`,
 //! `LlamaModel::forward` with a `KvCache`, `generate_image_codes`, `decode_image_codes`); nothing
 //! here is benchmark-only model code. Each stage ends with a read back to the host (or a device
 //! sync), so a timer around it measures finished work on lazy backends too.
 
-// Each includer uses a different subset.
-#![allow(dead_code)]
+#![warn(missing_docs)]
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -68,7 +67,7 @@ impl Shape {
             Self::Pro1b => JanusConfig::janus_pro_1b(),
             Self::Pro7b => JanusConfig::janus_pro_7b(),
             Self::Tiny => {
-                let dir = janus_rs::bundled_model_dir();
+                let dir = janus_cli::bundled_model_dir();
                 JanusConfig::from_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
             }
         })
@@ -101,7 +100,7 @@ pub struct Workload {
 impl Workload {
     /// Builds the model with `JanusModel::init` and materialises every parameter in `dtype`.
     pub fn new(config: JanusConfig, dtype: DType, device: Device) -> anyhow::Result<Self> {
-        janus_rs::tune_allocator();
+        janus_cli::tune_allocator();
         janus_core::check_param_dtype(&device, dtype)?;
         device.seed(0);
         let model = JanusModel::init(&config, &device)?.map(&mut Materialise(dtype));

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use janus_core::processor::RgbImage;
 use janus_core::{AnswerOptions, GenerationOptions, Janus, LoadOptions, SamplingOptions};
-use janus_train::shapes::{Label, ShapeGenerator};
+use janus_shapes::{Label, ShapeGenerator};
 
 fn shipped_model() -> PathBuf {
     match std::env::var_os("SHAPES_JANUS_MODEL") {
@@ -26,13 +26,13 @@ fn load() -> Janus {
         .expect("models/shapes-janus loads")
 }
 
-/// What the judge reads in an image: [`janus_train::shapes::judge`] — the background is the
+/// What the judge reads in an image: [`janus_shapes::judge`] — the background is the
 /// median colour of the image's outer frame, the shape the largest connected group of pixels
 /// that differ from it, its colour the majority of their nearest palette colours, and its fill
 /// ratio (pixels / bounding-box area) tells a triangle (≈ 1/2) from a circle (≈ π/4) from a
 /// square (≈ 1). `judge_recognises_real_shapes` checks it on drawn shapes first.
 fn judge(image: &RgbImage) -> Option<Label> {
-    janus_train::shapes::judge(image).map(|j| j.label())
+    janus_shapes::judge(image).map(|j| j.label())
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! ```text
 //! mkfifo /tmp/ctl
 //! PERF_CTL=/tmp/ctl perf record --control=fifo:/tmp/ctl -D -1 -g \
-//!     ./target/release/examples/llm_phases decode [steps] [f32|f16|bf16]
+//!     ./target/release/llm_phases decode [steps] [f32|f16|bf16]
 //! ```
 //!
 //! `products [steps] [dtype] [rounds]` alternates a pass of one-row products over the decode
@@ -22,15 +22,12 @@
 //! prints `block_ms <mean per step>`: `scripts/side-by-side/duel.sh` runs llama-bench between
 //! the blocks, so both sides are timed seconds apart in the same memory-bandwidth window.
 
-#[path = "../benches/common/mod.rs"]
-mod workload;
-
 use std::io::Write;
 use std::time::Instant;
 
 use burn::tensor::{DType, Device, Tensor};
 use janus_kernels::WeightLayout;
-use workload::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms, median};
+use janus_perf::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms, median};
 
 fn perf_ctl(command: &str) {
     if let Ok(path) = std::env::var("PERF_CTL") {
@@ -48,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         .nth(2)
         .map_or(Ok(DECODE_STEPS), |s| s.parse())?;
     let dtype = match std::env::args().nth(3) {
-        Some(name) => janus_rs::parse_dtype(&name).map_err(anyhow::Error::msg)?,
+        Some(name) => janus_cli::parse_dtype(&name).map_err(anyhow::Error::msg)?,
         None => DType::F32,
     };
     let blocks: Option<usize> = std::env::args().nth(4).map(|s| s.parse()).transpose()?;

@@ -3,7 +3,7 @@
 //! the 8 GB language model (docs/perf-notes.md, V-sections).
 //!
 //! ```sh
-//! cargo run --release --example vis_stages -- vision|vq [N]
+//! cargo run --release -p janus-perf --bin vis_stages -- vision|vq [N]
 //! ```
 
 use std::time::Instant;
@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let stage = args.next().unwrap_or_else(|| "vq".into());
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2);
-    janus_rs::tune_allocator();
+    janus_cli::tune_allocator();
     let device = Device::flex();
     device.seed(0);
     let config = JanusConfig::janus_pro_1b();

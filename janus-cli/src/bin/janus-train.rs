@@ -9,10 +9,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use janus_train::config::TrainConfig;
-use janus_train::device::training_device;
-use janus_train::stage::Stage;
-use janus_train::trainer::train_parallel;
+use janus_cli::training_device;
+use janus_train::{Stage, TrainConfig, train_parallel};
 
 #[derive(Parser)]
 #[command(about = "Train Janus (stages I–III, LoRA) from JSONL data")]

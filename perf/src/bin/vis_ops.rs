@@ -2,7 +2,7 @@
 //! which ops carry vision_ms and vq_decode_ms (docs/perf-notes.md, V-sections).
 //!
 //! ```sh
-//! cargo run --release --example vis_ops [-- FILTER [check]]
+//! cargo run --release -p janus-perf --bin vis_ops [-- FILTER [check]]
 //! ```
 //!
 //! Besides burn's own ops it times the alternative formulations tried in the notes (3×3 conv as
@@ -63,7 +63,7 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 fn main() {
-    janus_rs::tune_allocator();
+    janus_cli::tune_allocator();
     let device = Device::flex();
     let rnd2 = |s: [usize; 2]| Tensor::<2>::random(s, Distribution::Default, &device);
     let n = 576;

@@ -1,5 +1,8 @@
-//! A synthetic data source: small images of one coloured shape on a light background, with
-//! captions, written as the JSONL files [`data`](crate::data) reads.
+//! The shapes demo: a tiny Janus trained from scratch on synthetic data (the model shipped in
+//! `models/shapes-janus`), built and scored by the `janus-shapes` binary.
+//!
+//! The data: small images of one coloured shape on a light background, with captions, written
+//! as the JSONL files [`janus_train::data`] reads.
 //!
 //! Every image shows one shape ([`ShapeKind`]: circle, square, triangle) in one colour
 //! ([`Colour`]: red, green, blue, yellow), of random size and position, on a random light-grey
@@ -16,13 +19,19 @@
 //! generation tests score a model.
 //!
 //! ```
-//! use janus_train::shapes::{ShapeGenerator, judge};
+//! use janus_shapes::{ShapeGenerator, judge};
 //!
 //! let mut shapes = ShapeGenerator::new(32, 7);
 //! let sample = shapes.sample();
 //! let image = sample.render();
 //! assert_eq!(judge(&image).map(|j| j.label()), Some(sample.label()));
 //! ```
+//!
+//! [`card::model_card`] writes the README of a model directory the recipe built.
+
+#![warn(missing_docs)]
+
+pub mod card;
 
 use std::fmt;
 use std::io::Write;

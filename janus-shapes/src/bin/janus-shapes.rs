@@ -3,12 +3,12 @@
 //!
 //! ```sh
 //! # The whole recipe: data, random init, VQ tokenizer, Janus stage III, scores, model card.
-//! cargo run --release -p janus-train --bin janus-shapes -- build --out models/shapes-janus
+//! cargo run --release -p janus-shapes -- build --out models/shapes-janus
 //! # Scores of a model directory.
-//! cargo run --release -p janus-train --bin janus-shapes -- eval --model models/shapes-janus
+//! cargo run --release -p janus-shapes -- eval --model models/shapes-janus
 //! ```
 //!
-//! It trains and scores on the device janus-train's backend features choose
+//! It trains and scores on the device janus-cli's backend features choose
 //! ([`training_device`]): the CPU by default, a GPU in a `--features vulkan` (or `cuda`, `wgpu`)
 //! build.
 
@@ -19,19 +19,17 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::{DType, Device};
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use janus_cli::training_device;
 use janus_core::{GenerationOptions, Janus, JanusConfig, JanusModel, LoadOptions};
-use janus_train::config::TrainConfig;
-use janus_train::data::MixRatio;
-use janus_train::device::training_device;
-use janus_train::export::{ExportOptions, export_model_dir, export_model_dir_with};
-use janus_train::optim::{Decay, OptimConfig};
-use janus_train::shapes::{
-    GenerationScore, ShapeGenerator, UnderstandingScore, judge, score_generation,
+use janus_shapes::card::model_card;
+use janus_shapes::{
+    GenerationScore, Label, ShapeGenerator, UnderstandingScore, judge, score_generation,
     score_understanding, write_dataset,
 };
-use janus_train::stage::Stage;
-use janus_train::trainer::train;
-use janus_train::vq_train::{VqTrainConfig, codebook_usage, reconstruct, train_vq};
+use janus_train::{
+    Decay, ExportOptions, MixRatio, OptimConfig, Stage, TrainConfig, VqTrainConfig, codebook_usage,
+    export_model_dir, export_model_dir_with, reconstruct, train, train_vq,
+};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -311,7 +309,7 @@ fn evaluate(
         if !verbose {
             break;
         }
-        let want = janus_train::shapes::Label::all()[i / 2];
+        let want = Label::all()[i / 2];
         match j {
             Some(j) => println!(
                 "  {:<18} judged {:<18} fill {:.2} ({} px){}",
@@ -327,9 +325,7 @@ fn evaluate(
     if let Some(out) = images_out {
         std::fs::create_dir_all(out)?;
         for (i, g) in images.iter().enumerate() {
-            let caption = janus_train::shapes::Label::all()[g.prompt]
-                .caption()
-                .replace(' ', "_");
+            let caption = Label::all()[g.prompt].caption().replace(' ', "_");
             janus_core::save_png(&g.image, out.join(format!("{caption}_{}.png", i % 2)))?;
         }
     }
@@ -595,7 +591,7 @@ fn build(args: BuildArgs) -> Result<()> {
 
     let mut recipe = json!({
         "command": format!(
-            "cargo run --release -p janus-train --bin janus-shapes -- build{}",
+            "cargo run --release -p janus-shapes -- build{}",
             if args.out == Path::new("models/shapes-janus") { String::new() } else { format!(" --out {}", args.out.display()) }
         ),
         "seed": args.seed,
@@ -623,115 +619,6 @@ fn build(args: BuildArgs) -> Result<()> {
         minutes(started.elapsed().as_secs_f64())
     );
     Ok(())
-}
-
-/// The model directory's README.
-fn model_card(dir: &Path, recipe: &serde_json::Value) -> Result<String> {
-    let config = JanusConfig::from_dir(dir)?;
-    let pair = |v: &serde_json::Value| match v.as_array() {
-        Some(a) if a.len() == 2 => format!("{}/{}", a[0], a[1]),
-        _ => "not measured".into(),
-    };
-    let num = |v: &serde_json::Value, digits: usize| {
-        v.as_f64().map_or("?".into(), |x| format!("{x:.digits$}"))
-    };
-    let list = |v: &serde_json::Value| match v.as_array() {
-        Some(a) => a.iter().map(pair).collect::<Vec<_>>().join(", "),
-        None => "not measured".into(),
-    };
-    let vq = &recipe["vq"];
-    let janus = &recipe["janus"];
-    let scores = &recipe["scores"];
-    Ok(format!(
-        r#"# shapes-janus
-
-A tiny Janus trained from scratch by janus-train on synthetic 32×32 images of one shape
-(circle, square, triangle) in one colour (red, green, blue, yellow) on a light background. It
-answers "What is in the image?" with "a <colour> <shape>." and draws a shape for a prompt such
-as "a red circle". It is a demonstration that the whole system works, not a useful model.
-
-| component | shape |
-|---|---|
-| SigLIP | 32×32 image, patch {patch} → {tokens} image tokens, width {vw}, {vl} layers, {heads} heads |
-| LLM | LLaMA, hidden {d}, {layers} layers, {lheads} heads, SwiGLU {d2}, vocabulary 388 (the byte-level BPE of `tests/fixtures/tiny-janus`) |
-| VQ | ch 32, ch_mult [1, 2, 2], {rb} residual block(s) per encoder level, 64 × 8 l2-normalised codebook → 8×8 codes per image |
-| heads | aligner {vw}→{d}, gen_aligner 8→{d}, gen_head {d}→{d}→64 |
-
-Weights: `model.safetensors` in {dtype} under the released checkpoints' key names.
-
-## Recipe
-
-```sh
-{command}
-```
-
-1. Data: {train_images} training and 96 held-out images with their captions (`janus_train::shapes`).
-2. Random initialisation of every component.
-3. VQ tokenizer ({vq_steps} steps, batch {vq_batch}, AdamW {vq_lr}, reconstruction MSE +
-   codebook + 0.25 × commitment loss, dead-code restarts): {codes} of 64 codes used on held-out
-   images (perplexity {perplexity}), reconstruction MSE {mse}, the judge recognises
-   {judged} reconstructions.
-4. Janus, one stage-III run ({steps} steps, batch 8 understanding + 8 text-to-image, AdamW
-   {lr} with warm-up and cosine decay, 10% prompt dropout): everything trains except the VQ.
-   Stages I and II exist to protect a pretrained LLM and SigLIP; a model trained from scratch
-   has nothing to protect, so their freeze sets would only slow it down. The VQ stays frozen
-   because its codes are the generation targets. Final loss {final_loss}, held-out
-   understanding loss {val_loss}.
-
-Wall time on a 2-core CPU: VQ {vq_min} min, Janus {janus_min} min, {total} min in all
-(including data, export and evaluation).
-
-## Scores
-
-Fresh images and sampler seeds the recipe never used; one entry per seed ({seeds}).
-
-| | per seed | all seeds |
-|---|---|---|
-| understanding: 48 questions, answer exactly right (greedy) | {und} | {und_total} |
-| generation: 12 captions × 2, CFG 3, temperature 1, judged right | {gen} | {gen_total} |
-
-The judge (`janus_train::shapes::judge`) reads the colour and the fill ratio of the
-non-background pixels. The tests in `janus-train/tests/shapes.rs` run with seeds of their own
-and require ≥ 44/48 and ≥ 22/24.
-"#,
-        patch = config.vision.patch_size,
-        tokens = config.num_image_tokens(),
-        vw = config.vision.width,
-        vl = config.vision.layers,
-        heads = config.vision.heads,
-        d = config.language.hidden_size,
-        d2 = config.language.intermediate_size,
-        layers = config.language.num_hidden_layers,
-        lheads = config.language.num_attention_heads,
-        rb = config.gen_vision.num_res_blocks,
-        dtype = recipe["dtype"].as_str().unwrap_or("f32"),
-        command = recipe["command"].as_str().unwrap_or(""),
-        train_images = janus["train_images"],
-        vq_steps = vq["steps"],
-        vq_batch = vq["batch"],
-        vq_lr = vq["lr"],
-        codes = vq["codes_used"],
-        perplexity = num(&vq["perplexity"], 1),
-        mse = num(&vq["reconstruction_mse"], 4),
-        judged = pair(&vq["judge_on_reconstructions"]),
-        steps = janus["steps"],
-        lr = janus["lr"],
-        final_loss = num(&janus["final_loss"], 3),
-        val_loss = janus["final_val_loss"]
-            .as_f64()
-            .map_or("?".into(), |x| format!("{x:.1e}")),
-        vq_min = num(&vq["minutes"], 1),
-        janus_min = num(&janus["minutes"], 1),
-        total = num(&recipe["total_minutes"], 1),
-        seeds = scores["seeds"]
-            .as_array()
-            .map(|a| a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default(),
-        und = list(&scores["understanding"]),
-        gen = list(&scores["generation"]),
-        und_total = pair(&scores["understanding_total"]),
-        gen_total = pair(&scores["generation_total"]),
-    ))
 }
 
 fn run(cli: Cli) -> Result<()> {

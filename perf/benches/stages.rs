@@ -3,22 +3,20 @@
 //! generation step, VQ decode.
 //!
 //! ```sh
-//! cargo bench --bench stages                       # tiny fixture shape, about a minute
-//! JANUS_BENCH_REAL=1 cargo bench --bench stages    # Janus-Pro-1B shape: ~8 GB, many minutes
-//! JANUS_BENCH_DTYPE=bf16 cargo bench --bench stages -- decode
+//! cargo bench -p janus-perf --bench stages                     # tiny fixture shape, about a minute
+//! JANUS_BENCH_REAL=1 cargo bench -p janus-perf --bench stages  # Janus-Pro-1B shape: ~8 GB, many minutes
+//! JANUS_BENCH_DTYPE=bf16 cargo bench -p janus-perf --bench stages -- decode
 //! ```
 //!
 //! Threads: the global rayon pool (all cores, or `RAYON_NUM_THREADS`).
-
-mod common;
 
 use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{DECODE_STEPS, GEN_STEPS, Shape, Workload};
 use criterion::{Criterion, criterion_group, criterion_main};
-use janus_rs::{dtype_name, parse_dtype};
+use janus_cli::{dtype_name, parse_dtype};
+use janus_perf::{DECODE_STEPS, GEN_STEPS, Shape, Workload};
 
 /// The model shared by every group, built on first use.
 fn workload() -> &'static Workload {
@@ -34,7 +32,7 @@ fn workload() -> &'static Workload {
             .unwrap_or_else(|e| panic!("JANUS_BENCH_DTYPE={dtype_var}: {e}"));
         let config = shape.config().expect("model config");
         let start = Instant::now();
-        let w = Workload::new(config, dtype, janus_rs::default_device()).expect("model init");
+        let w = Workload::new(config, dtype, janus_cli::default_device()).expect("model init");
         eprintln!(
             "janus bench: shape {}, dtype {}, {} threads, {:.3} B params in {:.1?}",
             shape.name(),

@@ -1,11 +1,15 @@
-//! Shared glue for the examples and benchmarks: backend selection by cargo feature.
-//!
-//! Library crates take a `&Device`; only binaries pick one. `cuda` wins over `vulkan`, which
-//! wins over `wgpu`, which wins over the default CPU backend `flex`.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod device;
+
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-/// The examples and benchmarks allocate through mimalloc. With glibc's allocator every freed
+pub use device::{default_device, training_device};
+
+/// The programs allocate through mimalloc. With glibc's allocator every freed
 /// block above 32 MiB (a VQ activation at 384², an im2col buffer) goes back to the kernel and the
 /// next one is page-faulted and zeroed again; mimalloc keeps freed memory for reuse. Measured:
 /// SigLIP −8…22 %, VQ decode −1…8 % (docs/perf-notes.md §10). Library crates leave the choice to
@@ -33,44 +37,18 @@ pub fn tune_allocator() {
     }
 }
 
-/// The device of the backend enabled at build time (and [`tune_allocator`] applied).
-pub fn default_device() -> Device {
-    tune_allocator();
-    #[cfg(feature = "cuda")]
-    {
-        Device::cuda(0)
-    }
-    #[cfg(all(feature = "vulkan", not(feature = "cuda")))]
-    {
-        Device::vulkan(Default::default())
-    }
-    #[cfg(all(feature = "wgpu", not(any(feature = "cuda", feature = "vulkan"))))]
-    {
-        Device::wgpu(Default::default())
-    }
-    #[cfg(all(
-        feature = "flex",
-        not(any(feature = "cuda", feature = "vulkan", feature = "wgpu"))
-    ))]
-    {
-        Device::flex()
-    }
-    #[cfg(not(any(
-        feature = "flex",
-        feature = "cuda",
-        feature = "vulkan",
-        feature = "wgpu"
-    )))]
-    compile_error!("enable one backend feature: flex (default), cuda, vulkan or wgpu");
-}
-
 /// The shipped shapes model (`models/shapes-janus`, trained from scratch by `janus-shapes`),
 /// used when no `--model` is given.
-pub fn bundled_model_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shapes-janus")
+pub fn bundled_model_dir() -> PathBuf {
+    // models/ is at the workspace root, one level above this crate.
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .parent()
+        .unwrap_or(crate_dir)
+        .join("models/shapes-janus")
 }
 
-/// Command-line sampling flags shared by the examples. A flag left out keeps the value the
+/// Command-line sampling flags shared by the programs. A flag left out keeps the value the
 /// model directory recommends (`generation_config.json`), else the library's default.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SamplingArgs {
@@ -102,7 +80,7 @@ impl SamplingArgs {
 
 /// Loads a model directory behind a spinner, so a multi-gigabyte load does not look hung.
 pub fn load_with_spinner(
-    dir: &std::path::Path,
+    dir: &Path,
     options: &janus_core::LoadOptions,
     device: &Device,
 ) -> Result<janus_core::Janus, janus_core::JanusError> {
@@ -123,7 +101,7 @@ pub fn load_with_spinner(
 }
 
 /// The parameter dtype named on the command line: `f32`, `bf16` or `f16`. The error names the
-/// choices; the examples give this function to clap as the argument's `value_parser`.
+/// choices; the programs give this function to clap as the argument's `value_parser`.
 pub fn parse_dtype(name: &str) -> Result<burn::tensor::DType, String> {
     use burn::tensor::DType;
     match name {
@@ -168,6 +146,11 @@ mod tests {
             (got.temperature, got.top_k, got.top_p, got.seed),
             (0.0, Some(7), Some(0.9), 11)
         );
+    }
+
+    #[test]
+    fn bundled_model_dir_holds_the_shipped_model() {
+        assert!(bundled_model_dir().join("config.json").is_file());
     }
 
     #[test]

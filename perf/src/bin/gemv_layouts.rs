@@ -4,11 +4,11 @@
 //! measurements behind docs/perf-notes.md.
 //!
 //! ```sh
-//! cargo run --release --example gemv_layouts
+//! cargo run --release -p janus-perf --bin gemv_layouts
 //! ```
 
 // Links the root package, whose global allocator (mimalloc) the measured binaries run with.
-use janus_rs as _;
+use janus_cli as _;
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
