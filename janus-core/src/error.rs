@@ -54,6 +54,23 @@ pub enum JanusError {
         /// The reader's message.
         message: String,
     },
+    /// A PyTorch pickle imports or calls a global that a tensor state dict never uses (the
+    /// `torch.load` code-execution exploit, or a pickled object that is not a state dict).
+    /// It is refused before anything is unpickled, so nothing ran.
+    #[error(
+        "refusing checkpoint {}: {} calls `{global}`, which is not a tensor",
+        path.display(),
+        key.as_ref().map_or_else(|| "the pickle's root (or a value outside any entry)".to_string(), |k| format!("entry `{k}`"))
+    )]
+    UnsafePickle {
+        /// The file.
+        path: PathBuf,
+        /// The state-dict key (dotted when nested) whose value makes the call; `None` at the
+        /// root or outside any entry.
+        key: Option<String>,
+        /// The global, as `module.name`.
+        global: String,
+    },
     /// A shard index names a file that is not there.
     #[error("{index} names shard {shard}, which does not exist")]
     MissingShard {

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::torch_pickle::{
-    Bf16Tensor, call_pickle, legacy_call_file, write_state_dict, write_torch_zip,
+    Bf16Tensor, HostileEntry, call_pickle, legacy_call_file, write_state_dict,
+    write_state_dict_with_call, write_torch_zip,
 };
 use janus_core::checkpoint::remap::is_ignored;
 use janus_core::{CheckpointLayout, JanusError, JanusModel, LoadOptions, LoadReport};
@@ -624,9 +625,10 @@ fn error_missing_shard() {
     assert!(message(&e).contains(names[1]), "{e}");
 }
 
-/// A pickle that calls an arbitrary global (`posix.system` / `os.system`, the classic
-/// `torch.load` exploit) is refused without running anything: as `data.pkl` of a torch zip,
-/// as a raw pickle, and as a legacy (pre-1.6) torch file.
+/// A pickle whose root calls an arbitrary global (`posix.system` / `os.system`, the classic
+/// `torch.load` exploit) is refused without running anything, as `UnsafePickle` naming the
+/// file, the global and no key: as `data.pkl` of a torch zip, as a raw pickle, and as a
+/// legacy (pre-1.6) torch file.
 #[test]
 fn error_malicious_pickle_runs_nothing() {
     for module in ["posix", "os"] {
@@ -651,10 +653,78 @@ fn error_malicious_pickle_runs_nothing() {
             let e = result
                 .err()
                 .unwrap_or_else(|| panic!("{module}.system {kind} checkpoint loaded"));
-            let JanusError::Checkpoint { path, .. } = &e else {
-                panic!("{module}.system {kind}: expected Checkpoint, got {e:?}")
+            let JanusError::UnsafePickle { path, key, global } = &e else {
+                panic!("{module}.system {kind}: expected UnsafePickle, got {e:?}")
             };
             assert_eq!(path, &file);
+            assert_eq!(key, &None, "{kind}");
+            assert_eq!(global, &format!("{module}.system"));
+            assert!(message(&e).contains("root"), "{e}");
         }
+    }
+}
+
+/// A call nested in the state dict, under a key the model needs, is refused as
+/// `UnsafePickle` naming the file, that key and the global, rather than dropped by the
+/// reader and reported later as a missing tensor; in a single file and in a shard.
+#[test]
+fn error_malicious_pickle_entry_names_its_key() {
+    let tensors = tiny_tensors();
+    let key = "language_model.lm_head.weight";
+    assert!(tensors.iter().any(|t| t.key == key) && in_second_shard(key));
+    let dir = tempfile::tempdir().unwrap();
+    let pwned = dir.path().join("pwned");
+    let command = format!("touch {}", pwned.display());
+    let hostile = HostileEntry {
+        key,
+        module: "posix",
+        name: "system",
+        arg: &command,
+    };
+
+    let single = dir.path().join("single");
+    std::fs::create_dir(&single).unwrap();
+    let bf16: Vec<Bf16Tensor> = tensors.iter().map(RawTensor::to_bf16).collect();
+    write_state_dict_with_call(&single.join("pytorch_model.bin"), &bf16, Some(&hostile));
+
+    let sharded = dir.path().join("sharded");
+    std::fs::create_dir(&sharded).unwrap();
+    let names = [
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model-00002-of-00002.bin",
+    ];
+    let total: usize = tensors.iter().map(|t| t.bytes.len() / 2).sum();
+    let (shards, map) = split(tensors, names);
+    for (shard, name) in shards.iter().zip(names) {
+        let bf16: Vec<Bf16Tensor> = shard.iter().map(RawTensor::to_bf16).collect();
+        write_state_dict_with_call(&sharded.join(name), &bf16, Some(&hostile));
+    }
+    write_index(&sharded, "pytorch_model.bin.index.json", &map, total);
+
+    for (weights, file) in [
+        (&single, single.join("pytorch_model.bin")),
+        (&sharded, sharded.join(names[1])),
+    ] {
+        let e = load_weights(weights)
+            .err()
+            .unwrap_or_else(|| panic!("{}: loaded a hostile entry", file.display()));
+        assert!(!pwned.exists());
+        let JanusError::UnsafePickle {
+            path,
+            key: found,
+            global,
+        } = &e
+        else {
+            panic!("{}: expected UnsafePickle, got {e:?}", file.display())
+        };
+        assert_eq!(path, &file);
+        assert_eq!(found.as_deref(), Some(key));
+        assert_eq!(global, "posix.system");
+        let text = message(&e);
+        assert!(text.contains(&file.display().to_string()), "{e}");
+        assert!(
+            text.contains(&format!("entry `{key}` calls `posix.system`")),
+            "{e}"
+        );
     }
 }

@@ -97,6 +97,8 @@ fn read_tensors(
                 .clone()
         }
         CheckpointFormat::Pytorch => {
+            // burn-store drops calls it does not know: refuse them first, by key.
+            super::pickle_guard::check_file(path)?;
             // Shards start at arbitrary layer numbers: never renumber indices.
             let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
             store

@@ -2,6 +2,7 @@
 
 mod layout;
 mod load;
+mod pickle_guard;
 pub mod remap;
 
 pub use layout::{CheckpointFormat, CheckpointLayout};

@@ -135,6 +135,15 @@ impl Pickler {
         self.empty_ordered_dict().op(op::TUPLE).op(op::REDUCE)
     }
 
+    /// `module.name(arg)`.
+    pub fn call(&mut self, module: &str, name: &str, arg: &str) -> &mut Self {
+        self.global(module, name)
+            .op(op::MARK)
+            .str(arg)
+            .op(op::TUPLE)
+            .op(op::REDUCE)
+    }
+
     pub fn stop(&mut self) -> Vec<u8> {
         self.bytes.push(op::STOP);
         std::mem::take(&mut self.bytes)
@@ -183,10 +192,30 @@ impl Bf16Tensor {
 /// The `data.pkl` of a state dict: an `OrderedDict` of bf16 tensors; tensor `i` lives in
 /// storage `"i"`.
 pub fn state_dict_pickle(tensors: &[Bf16Tensor]) -> Vec<u8> {
+    state_dict_pickle_with_call(tensors, None)
+}
+
+/// A call placed in a state dict instead of one entry's tensor: `key: module.name(arg)`.
+pub struct HostileEntry<'a> {
+    pub key: &'a str,
+    pub module: &'a str,
+    pub name: &'a str,
+    pub arg: &'a str,
+}
+
+/// [`state_dict_pickle`], with `hostile`'s entry holding its call rather than a tensor.
+pub fn state_dict_pickle_with_call(
+    tensors: &[Bf16Tensor],
+    hostile: Option<&HostileEntry>,
+) -> Vec<u8> {
     let mut p = Pickler::protocol_2();
     p.empty_ordered_dict().op(op::MARK);
     for (i, t) in tensors.iter().enumerate() {
-        p.str(&t.key).bf16_tensor(&i.to_string(), &t.shape);
+        p.str(&t.key);
+        match hostile {
+            Some(h) if h.key == t.key => p.call(h.module, h.name, h.arg),
+            _ => p.bf16_tensor(&i.to_string(), &t.shape),
+        };
     }
     p.op(op::SETITEMS).stop()
 }
@@ -221,6 +250,15 @@ pub fn write_torch_zip(path: &Path, data_pkl: &[u8], storages: &[(String, Vec<u8
 
 /// Writes `tensors` as a bf16 PyTorch checkpoint, as `torch.save(state_dict, path)` does.
 pub fn write_state_dict(path: &Path, tensors: &[Bf16Tensor]) {
+    write_state_dict_with_call(path, tensors, None)
+}
+
+/// [`write_state_dict`], with `hostile`'s entry holding its call rather than a tensor.
+pub fn write_state_dict_with_call(
+    path: &Path,
+    tensors: &[Bf16Tensor],
+    hostile: Option<&HostileEntry>,
+) {
     let storages: Vec<(String, Vec<u8>)> = tensors
         .iter()
         .enumerate()
@@ -231,19 +269,17 @@ pub fn write_state_dict(path: &Path, tensors: &[Bf16Tensor]) {
             )
         })
         .collect();
-    write_torch_zip(path, &state_dict_pickle(tensors), &storages);
+    write_torch_zip(
+        path,
+        &state_dict_pickle_with_call(tensors, hostile),
+        &storages,
+    );
 }
 
 /// A pickle whose root is `module.name(arg)`: what a malicious checkpoint uses to run code
 /// in `torch.load(weights_only=False)`.
 pub fn call_pickle(module: &str, name: &str, arg: &str) -> Vec<u8> {
-    let mut p = Pickler::protocol_2();
-    p.global(module, name)
-        .op(op::MARK)
-        .str(arg)
-        .op(op::TUPLE)
-        .op(op::REDUCE);
-    p.stop()
+    Pickler::protocol_2().call(module, name, arg).stop()
 }
 
 /// A legacy (pre-1.6, non-zip) `torch.save` file whose root object is `module.name(arg)`:
