@@ -20,8 +20,9 @@ use burn::module::Module;
 use burn::tensor::{DType, Device};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use janus_cli::training_device;
+use janus_core::generation_config::GENERATION_CONFIG_FILE;
 use janus_core::{GenerationOptions, Janus, JanusConfig, JanusModel, LoadOptions};
-use janus_shapes::card::model_card;
+use janus_shapes::card::{RECOMMENDED_CFG, generation_config, model_card};
 use janus_shapes::{
     GenerationScore, Label, ShapeGenerator, UnderstandingScore, judge, score_generation,
     score_understanding, write_dataset,
@@ -134,7 +135,7 @@ struct EvalArgs {
     #[arg(long, default_value_t = 1234)]
     seed: u64,
     /// Classifier-free guidance weight.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = RECOMMENDED_CFG)]
     cfg: f64,
     /// Sampling temperature of generation.
     #[arg(long, default_value_t = 1.0)]
@@ -344,7 +345,7 @@ fn score_seeds(dir: &Path, images_out: Option<&Path>) -> Result<serde_json::Valu
         let scores = evaluate(
             dir,
             seed,
-            3.0,
+            RECOMMENDED_CFG,
             1.0,
             if i == 0 { images_out } else { None },
             i == 0,
@@ -360,7 +361,7 @@ fn score_seeds(dir: &Path, images_out: Option<&Path>) -> Result<serde_json::Valu
     };
     Ok(json!({
         "seeds": EVAL_SEEDS,
-        "cfg": 3.0,
+        "cfg": RECOMMENDED_CFG,
         "temperature": 1.0,
         "understanding": und,
         "generation": generation,
@@ -582,6 +583,8 @@ fn build(args: BuildArgs) -> Result<()> {
         },
     )?;
     drop(final_model);
+    let recommended = serde_json::to_value(generation_config())?;
+    write_json(&args.out.join(GENERATION_CONFIG_FILE), &recommended)?;
     let train_time = started.elapsed().as_secs_f64();
     println!(
         "model written to {} (training total {})",
