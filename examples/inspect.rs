@@ -1,5 +1,5 @@
-//! Loads a Janus model directory and prints what is in it: config, checkpoint layout, dtype and
-//! parameter count per component.
+//! Loads a Janus model directory and prints what is in it: layout (original or transformers),
+//! config, checkpoint files, dtype and parameter count per component.
 //!
 //! ```sh
 //! cargo run --release --example inspect -- --model tests/fixtures/tiny-janus
@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("loading {}", dir.display()))?;
 
     println!("model directory: {}", dir.display());
+    println!("layout:          {}", config.layout);
     println!(
         "checkpoint:      {} ({} file(s))",
         layout.describe(),

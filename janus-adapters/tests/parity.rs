@@ -5,8 +5,8 @@ use burn::nn::Embedding;
 use burn::tensor::{DType, Device, FloatDType};
 use janus_adapters::{GenEmbedConfig, GenHead, GenHeadConfig, MlpProjector, MlpProjectorConfig};
 use janus_testutil::{
-    Goldens, device_supports, fixture_dirs, load, read_config, relative_error, safetensors_files,
-    test_device,
+    Goldens, device_supports, fixture_dirs, is_hf_layout, load, read_config, relative_error,
+    safetensors_files, test_device,
 };
 use serde_json::Value;
 
@@ -51,6 +51,13 @@ fn projector_remap(prefix: &str, config: &MlpProjectorConfig) -> Vec<(String, St
 }
 
 fn load_adapters(dir: &std::path::Path, dtype: DType, device: &Device) -> Option<Adapters> {
+    if is_hf_layout(dir) {
+        eprintln!(
+            "{}: transformers layout, checked through janus-core, skipped",
+            dir.display()
+        );
+        return None;
+    }
     let Some(files) = safetensors_files(dir) else {
         eprintln!("{}: no safetensors weights, skipped", dir.display());
         return None;

@@ -87,6 +87,20 @@ pub enum JanusError {
         /// Shape the model expects (PyTorch layout).
         expected: Vec<usize>,
     },
+    /// `config.json` and the weights are in different layouts: a half-converted directory.
+    #[error(
+        "half-converted model directory: config.json is in the {config} layout but {path} holds tensors named in the {weights} layout (e.g. `{key}`); convert the config and the weights together"
+    )]
+    LayoutMismatch {
+        /// The layout of `config.json`.
+        config: crate::config::ModelLayout,
+        /// The layout of the tensor names.
+        weights: crate::config::ModelLayout,
+        /// The first tensor named in the other layout.
+        key: String,
+        /// The file holding it.
+        path: PathBuf,
+    },
     /// The checkpoint has a tensor the model does not use.
     #[error("unexpected tensor `{key}` with shape {found:?} in {path}")]
     UnexpectedTensor {

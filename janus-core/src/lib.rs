@@ -13,7 +13,7 @@ pub mod processor;
 mod understanding;
 
 pub use checkpoint::{CheckpointFormat, CheckpointLayout, LoadReport};
-pub use config::JanusConfig;
+pub use config::{JanusConfig, ModelLayout};
 pub use error::JanusError;
 pub use generation::{
     CfgBatch, GeneratedImage, GenerationOptions, GenerationProgress, png_bytes, save_images,

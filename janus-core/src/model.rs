@@ -139,7 +139,7 @@ impl JanusModel {
     }
 
     /// Loads a model directory as downloaded from the hub (`config.json` plus weights in any
-    /// released layout).
+    /// released file layout), in either naming layout: the one `config.json` is in.
     pub fn load(
         dir: impl AsRef<Path>,
         options: &LoadOptions,
@@ -150,7 +150,7 @@ impl JanusModel {
         let config = JanusConfig::from_dir(dir)?;
         let layout = CheckpointLayout::discover(options.weights_dir.as_deref().unwrap_or(dir))?;
         let mut model = Self::init(&config, device)?;
-        let report = load_checkpoint(&mut model, &layout, options.dtype)?;
+        let report = load_checkpoint(&mut model, &layout, config.layout, options.dtype)?;
         Ok((model, config, report))
     }
 }

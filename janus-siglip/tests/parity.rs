@@ -3,8 +3,8 @@
 use burn::tensor::{DType, Device, FloatDType};
 use janus_siglip::{SiglipConfig, SiglipVisionTower};
 use janus_testutil::{
-    Goldens, device_supports, fixture_dirs, load, read_config, relative_error, safetensors_files,
-    test_device,
+    Goldens, device_supports, fixture_dirs, is_hf_layout, load, read_config, relative_error,
+    safetensors_files, test_device,
 };
 
 /// `vision_config.params` → config: the `model_name` preset, overridden by explicit tiny dims.
@@ -41,6 +41,13 @@ fn siglip_config(config: &serde_json::Value) -> SiglipConfig {
 
 /// Builds the tower for a fixture and loads its weights in `dtype`.
 fn load_tower(dir: &std::path::Path, dtype: DType, device: &Device) -> Option<SiglipVisionTower> {
+    if is_hf_layout(dir) {
+        eprintln!(
+            "{}: transformers layout, checked through janus-core, skipped",
+            dir.display()
+        );
+        return None;
+    }
     let Some(files) = safetensors_files(dir) else {
         eprintln!("{}: no safetensors weights, skipped", dir.display());
         return None;

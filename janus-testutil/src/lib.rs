@@ -130,6 +130,13 @@ pub fn read_config(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("parse config.json")
 }
 
+/// Whether a model directory is in the transformers layout (`model_type: "janus"`). The
+/// component crates' parity tests read original-layout weights directly and skip these
+/// directories; janus-core's suites load both layouts through the public API.
+pub fn is_hf_layout(dir: &Path) -> bool {
+    read_config(dir)["model_type"].as_str() == Some("janus")
+}
+
 /// The safetensors files holding the weights (single file or an index of shards).
 /// `None` when the directory ships only PyTorch pickles.
 pub fn safetensors_files(dir: &Path) -> Option<Vec<PathBuf>> {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataConfig;
+use crate::export::ExportConfig;
 use crate::lora::LoraConfig;
 use crate::optim::OptimConfig;
 use crate::stage::{FreezeOverrides, FreezeSet, Stage};
@@ -61,6 +62,8 @@ pub struct TrainConfig {
     pub keep_last: usize,
     /// Seed of the model's random parts (LoRA initialisation) — data has its own in `data`.
     pub seed: u64,
+    /// How the final model directory is written (`[export] layout = "original" | "hf"`).
+    pub export: ExportConfig,
 }
 
 impl Default for TrainConfig {
@@ -80,6 +83,7 @@ impl Default for TrainConfig {
             save_every: 0,
             keep_last: 2,
             seed: 42,
+            export: ExportConfig::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::checkpoint::{
 };
 use crate::config::TrainConfig;
 use crate::data::{DataConfig, DataState, MixRatio, MixedLoader, VqCodeEncoder};
-use crate::export::export_model_dir;
+use crate::export::{ExportOptions, export_model_dir_as};
 use crate::lora::{apply_lora, merge_lora, save_adapter};
 use crate::loss::{mixed_loss, understanding_loss};
 use crate::optim::GradAccumulator;
@@ -443,7 +443,13 @@ pub fn train_parallel(
     } else {
         final_model
     };
-    export_model_dir(&final_model, &config.model, &out)?;
+    export_model_dir_as(
+        &final_model,
+        &config.model,
+        &out,
+        config.export.layout,
+        &ExportOptions::default(),
+    )?;
     Ok(TrainSummary {
         start_step,
         reports,

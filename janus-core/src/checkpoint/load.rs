@@ -5,14 +5,15 @@ use std::path::Path;
 
 use burn::module::{ModuleVisitor, Param};
 use burn::tensor::{DType, Tensor};
-use burn_store::burn_pack::Tensor as PackTensor;
+use burn_store::burn_pack::{Bytes, Tensor as PackTensor};
 use burn_store::{
     FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
     PytorchStore, SafetensorsStore,
 };
 
 use super::layout::{CheckpointFormat, CheckpointLayout};
-use super::remap::{to_checkpoint_key, to_module_path};
+use super::remap::{Placement, checkpoint_keys, placement};
+use crate::config::ModelLayout;
 use crate::error::JanusError;
 
 /// What a load did, for reporting.
@@ -110,49 +111,108 @@ fn read_tensors(
     Ok(tensors.into_iter().collect())
 }
 
-/// Loads `layout` into `module`, casting floats to `dtype`.
+/// Loads `layout` into `module`, casting floats to `dtype`; tensor names are read in
+/// `naming` (the layout `config.json` is in).
 ///
 /// Strict: a checkpoint tensor that maps to no parameter, a shape mismatch, or a parameter no
-/// file provides is an error naming the checkpoint key. Shards are read one at a time, so a
-/// conversion needs the converted model plus one shard in memory.
+/// file provides is an error naming the checkpoint key; so is a tensor named in the other
+/// layout (a half-converted directory). Shards are read one at a time, so a conversion needs
+/// the converted model plus one shard in memory; the parts of a fused parameter are joined
+/// when its last part has been read.
 pub fn load_checkpoint<M: ModuleSnapshot>(
     module: &mut M,
     layout: &CheckpointLayout,
+    naming: ModelLayout,
     dtype: DType,
 ) -> Result<LoadReport, JanusError> {
     let expected = expected_shapes(module);
     let mut seen = BTreeSet::new();
     let mut report = LoadReport::default();
+    // Fused parameters still missing parts: module path → parts by index.
+    let mut pending: BTreeMap<String, Vec<Option<PackTensor>>> = BTreeMap::new();
     for file in &layout.files {
         let mut batch = Vec::new();
         for (key, mut tensor) in read_tensors(file, layout.format)? {
-            let Some(path) = to_module_path(&key) else {
+            if let Some(other) = ModelLayout::of_key(&key).filter(|l| *l != naming) {
+                return Err(JanusError::LayoutMismatch {
+                    config: naming,
+                    weights: other,
+                    key,
+                    path: file.clone(),
+                });
+            }
+            let Some(place) = placement(naming, &key) else {
                 report.ignored += 1;
                 continue;
             };
             let found: Vec<usize> = tensor.shape.iter().copied().collect();
-            match expected.get(&path) {
-                None => {
-                    return Err(JanusError::UnexpectedTensor {
-                        key,
-                        found,
-                        path: file.clone(),
-                    });
+            let Some(shape) = expected.get(place.path()) else {
+                return Err(JanusError::UnexpectedTensor {
+                    key,
+                    found,
+                    path: file.clone(),
+                });
+            };
+            // The shape this tensor must have in the file.
+            let stored: Vec<usize> = match &place {
+                Placement::Whole(_) => shape.clone(),
+                Placement::Unsqueezed(_) => match shape.split_first() {
+                    Some((1, rest)) => rest.to_vec(),
+                    _ => shape.clone(),
+                },
+                Placement::Part { count, .. } => {
+                    let mut part = shape.clone();
+                    if let Some(rows) = part.first_mut() {
+                        *rows /= count;
+                    }
+                    part
                 }
-                Some(shape) if *shape != found => {
-                    return Err(JanusError::ShapeMismatch {
-                        key,
-                        expected: shape.clone(),
-                        found,
-                        path: file.clone(),
-                    });
-                }
-                Some(_) => {}
+            };
+            if stored != found {
+                return Err(JanusError::ShapeMismatch {
+                    key,
+                    expected: stored,
+                    found,
+                    path: file.clone(),
+                });
             }
             report.source_dtype.get_or_insert(tensor.dtype);
-            tensor.name = path.clone();
-            seen.insert(path);
-            batch.push(tensor);
+            match place {
+                Placement::Whole(path) => {
+                    tensor.name = path.clone();
+                    seen.insert(path);
+                    batch.push(tensor);
+                }
+                Placement::Unsqueezed(path) => {
+                    // Same bytes, one more axis.
+                    tensor.name = path.clone();
+                    tensor.shape = shape.clone().into();
+                    seen.insert(path);
+                    batch.push(tensor);
+                }
+                Placement::Part { path, index, count } => {
+                    let parts = pending
+                        .entry(path.clone())
+                        .or_insert_with(|| vec![None; count]);
+                    if parts[index].replace(tensor).is_some() {
+                        return Err(JanusError::Checkpoint {
+                            path: file.clone(),
+                            message: format!("tensor `{key}` appears twice"),
+                        });
+                    }
+                    if parts.iter().all(Option::is_some) {
+                        let parts = pending.remove(&path).unwrap_or_default();
+                        let parts: Vec<PackTensor> = parts.into_iter().flatten().collect();
+                        batch.push(concat_rows(path.clone(), shape, parts).map_err(|message| {
+                            JanusError::Checkpoint {
+                                path: file.clone(),
+                                message,
+                            }
+                        })?);
+                        seen.insert(path);
+                    }
+                }
+            }
         }
         let adapter: Box<dyn ModuleAdapter> =
             Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype)));
@@ -175,17 +235,68 @@ pub fn load_checkpoint<M: ModuleSnapshot>(
                 path: file.clone(),
                 message: format!(
                     "tensor `{}` matched no parameter",
-                    to_checkpoint_key(unused)
+                    checkpoint_keys(naming, unused).join("`, `")
                 ),
             });
         }
         report.applied += result.applied.len();
     }
-    if let Some((path, shape)) = expected.iter().find(|(p, _)| !seen.contains(*p)) {
+    if let Some((path, parts)) = pending.iter().next() {
+        let keys = checkpoint_keys(naming, path);
+        let index = parts.iter().position(Option::is_none).unwrap_or(0);
+        let mut shape = expected.get(path).cloned().unwrap_or_default();
+        if let Some(rows) = shape.first_mut() {
+            *rows /= parts.len().max(1);
+        }
         return Err(JanusError::MissingTensor {
-            key: to_checkpoint_key(path),
-            expected: shape.clone(),
+            key: keys.get(index).cloned().unwrap_or_else(|| path.clone()),
+            expected: shape,
+        });
+    }
+    if let Some((path, shape)) = expected.iter().find(|(p, _)| !seen.contains(*p)) {
+        let keys = checkpoint_keys(naming, path);
+        let mut shape = shape.clone();
+        if keys.len() > 1
+            && let Some(rows) = shape.first_mut()
+        {
+            *rows /= keys.len();
+        }
+        return Err(JanusError::MissingTensor {
+            key: keys.into_iter().next().unwrap_or_else(|| path.clone()),
+            expected: shape,
         });
     }
     Ok(report)
+}
+
+/// A parameter assembled from row blocks stored as separate tensors (all of one dtype), read
+/// when the parameter is applied.
+fn concat_rows(
+    name: String,
+    shape: &[usize],
+    parts: Vec<PackTensor>,
+) -> Result<PackTensor, String> {
+    let dtype = parts[0].dtype;
+    if let Some(odd) = parts.iter().find(|p| p.dtype != dtype) {
+        return Err(format!(
+            "`{}` is {:?} but the other parts of `{name}` are {dtype:?}",
+            odd.name, odd.dtype
+        ));
+    }
+    let len = parts.iter().map(PackTensor::byte_len).sum();
+    // Row-major, so joining along the first axis is joining the bytes.
+    Ok(PackTensor::deferred(
+        name,
+        dtype,
+        shape.to_vec(),
+        None,
+        len,
+        move || {
+            let mut bytes = Vec::with_capacity(len);
+            for part in &parts {
+                bytes.extend_from_slice(&part.to_bytes()?);
+            }
+            Ok(Bytes::from_bytes_vec(bytes))
+        },
+    ))
 }

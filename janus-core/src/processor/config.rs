@@ -1,11 +1,16 @@
-//! `processor_config.json` (VLChatProcessor) and `preprocessor_config.json` (VLMImageProcessor).
+//! `processor_config.json` (VLChatProcessor) and `preprocessor_config.json` (VLMImageProcessor),
+//! as the original release writes them or as transformers does (`JanusProcessor` /
+//! `JanusImageProcessor`: the image side as `size: {height, width}`, the chat settings fixed
+//! in code, so missing keys take the same defaults).
 
 use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use super::error::ProcessorError;
+use crate::config::ModelLayout;
 
 /// Reads and deserialises a JSON file; errors name the file and the line/column.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ProcessorError> {
@@ -74,6 +79,31 @@ impl ProcessorConfig {
         Ok(config)
     }
 
+    /// `processor_config.json` text in `layout`.
+    pub fn to_json(&self, layout: ModelLayout) -> String {
+        let value = match layout {
+            ModelLayout::Original => json!({
+                "processor_class": "VLChatProcessor",
+                "image_tag": self.image_tag,
+                "image_start_tag": self.image_start_tag,
+                "image_end_tag": self.image_end_tag,
+                "pad_tag": self.pad_tag,
+                "num_image_tokens": self.num_image_tokens,
+                "add_special_token": self.add_special_token,
+                "sft_format": self.sft_format,
+                "mask_prompt": self.mask_prompt,
+                "ignore_id": self.ignore_id,
+            }),
+            // `JanusProcessor` fixes the tags and the template in code.
+            ModelLayout::Hf => json!({
+                "processor_class": "JanusProcessor",
+                "num_image_tokens": self.num_image_tokens,
+                "use_default_system_prompt": true,
+            }),
+        };
+        serde_json::to_string_pretty(&value).expect("a JSON value serialises")
+    }
+
     fn validate(&self, path: &Path) -> Result<(), ProcessorError> {
         if self.num_image_tokens == 0 {
             return Err(ProcessorError::Config {
@@ -99,8 +129,11 @@ enum PerChannel {
 /// Raw `preprocessor_config.json`; the reference class defaults fill missing keys.
 #[derive(Debug, Clone, Deserialize)]
 struct RawImageProcessorConfig {
-    #[serde(default = "default_image_size")]
-    image_size: usize,
+    #[serde(default)]
+    image_size: Option<usize>,
+    /// `JanusImageProcessor`'s spelling of the side.
+    #[serde(default)]
+    size: Option<ImageSize>,
     #[serde(default = "default_min_size")]
     min_size: usize,
     #[serde(default = "default_mean")]
@@ -113,8 +146,11 @@ struct RawImageProcessorConfig {
     do_normalize: bool,
 }
 
-fn default_image_size() -> usize {
-    384
+/// `size` of a transformers image processor.
+#[derive(Debug, Clone, Deserialize)]
+struct ImageSize {
+    height: Option<usize>,
+    width: Option<usize>,
 }
 fn default_min_size() -> usize {
     14
@@ -190,14 +226,27 @@ impl ImageProcessorConfig {
         };
         let mean = per_channel(raw.image_mean, "image_mean")?;
         let std = per_channel(raw.image_std, "image_std")?;
-        if raw.image_size == 0 {
+        let image_size = match (raw.image_size, raw.size) {
+            (Some(side), _) => side,
+            (None, Some(ImageSize { height, width })) => match (height, width) {
+                (Some(h), Some(w)) if h == w => h,
+                (Some(side), None) | (None, Some(side)) => side,
+                _ => {
+                    return Err(invalid(format!(
+                        "size {height:?}x{width:?} is not a square side (Janus pads to a square)"
+                    )));
+                }
+            },
+            (None, None) => 384,
+        };
+        if image_size == 0 {
             return Err(invalid("image_size must be positive".into()));
         }
-        if raw.min_size > raw.image_size {
+        if raw.min_size > image_size {
             // The padded canvas would exceed image_size and no longer batch.
             return Err(invalid(format!(
-                "min_size {} exceeds image_size {}",
-                raw.min_size, raw.image_size
+                "min_size {} exceeds image_size {image_size}",
+                raw.min_size
             )));
         }
         if raw.do_normalize && (mean.is_none() || std.is_none()) {
@@ -215,7 +264,7 @@ impl ImageProcessorConfig {
             None => [127; 3],
         };
         Ok(Self {
-            image_size: raw.image_size,
+            image_size,
             min_size: raw.min_size,
             image_mean: mean.unwrap_or([0.0; 3]),
             image_std: std_v,
@@ -223,6 +272,43 @@ impl ImageProcessorConfig {
             do_normalize: raw.do_normalize,
             background_color,
         })
+    }
+}
+
+impl ImageProcessorConfig {
+    /// `preprocessor_config.json` text in `layout`.
+    pub fn to_json(&self, layout: ModelLayout) -> String {
+        let mut value = json!({
+            "min_size": self.min_size,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+        });
+        let map = value.as_object_mut().expect("object");
+        match layout {
+            ModelLayout::Original => {
+                map.insert("image_processor_type".into(), json!("VLMImageProcessor"));
+                map.insert("processor_class".into(), json!("VLChatProcessor"));
+                map.insert("image_size".into(), json!(self.image_size));
+            }
+            ModelLayout::Hf => {
+                map.insert("image_processor_type".into(), json!("JanusImageProcessor"));
+                map.insert("processor_class".into(), json!("JanusProcessor"));
+                map.insert(
+                    "size".into(),
+                    json!({"height": self.image_size, "width": self.image_size}),
+                );
+                map.insert("background_color".into(), json!(self.background_color));
+                map.insert("do_resize".into(), json!(true));
+                map.insert("do_rescale".into(), json!(true));
+                map.insert("do_pad".into(), json!(true));
+                map.insert("do_convert_rgb".into(), json!(true));
+                // PIL's BICUBIC.
+                map.insert("resample".into(), json!(3));
+            }
+        }
+        serde_json::to_string_pretty(&value).expect("a JSON value serialises")
     }
 }
 

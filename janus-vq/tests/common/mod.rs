@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use burn::tensor::{DType, Device, Int, Tensor};
-use janus_testutil::{load, read_config, safetensors_files};
+use janus_testutil::{is_hf_layout, load, read_config, safetensors_files};
 use janus_vq::{VqConfig, VqModel};
 
 /// Checkpoint key → module path rules for `gen_vision_model.*` (applied in order).
@@ -52,6 +52,13 @@ pub fn vq_config(config: &serde_json::Value) -> VqConfig {
 /// Builds the VQ model of a fixture and loads its weights in `dtype`; `None` (with a note)
 /// when the fixture has no safetensors weights.
 pub fn load_vq(dir: &Path, dtype: DType, device: &Device) -> Option<(VqModel, VqConfig)> {
+    if is_hf_layout(dir) {
+        eprintln!(
+            "{}: transformers layout, checked through janus-core, skipped",
+            dir.display()
+        );
+        return None;
+    }
     let Some(files) = safetensors_files(dir) else {
         eprintln!("{}: no safetensors weights, skipped", dir.display());
         return None;
