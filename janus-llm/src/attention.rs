@@ -1,10 +1,9 @@
 use crate::linear::{LlamaLinear, LlamaLinearConfig};
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 
 use crate::cache::LayerKv;
 use crate::rope::RotaryEmbedding;
@@ -90,8 +89,7 @@ impl LlamaAttention {
         // run in the cache's dtype (softmax in f32), janus-kernels' reads it as it is.
         let dtype = q.dtype();
         let out = if t == 1 {
-            janus_kernels::cached_attention(&q, &k, &v, mask.as_ref())
-                .unwrap_or_else(|| single_query_attention(q.cast(k.dtype()), k, v, mask))
+            janus_kernels::cached_attention(q, k, v, mask)
         } else {
             let is_causal = mask.is_none();
             let rep = self.num_heads / self.num_kv_heads;
@@ -130,83 +128,4 @@ fn repeat_kv(x: Tensor<4>, rep: usize) -> Tensor<4> {
     x.reshape([b, h_kv, 1, s, d])
         .expand([b, h_kv, rep, s, d])
         .reshape([b, h_kv * rep, s, d])
-}
-
-/// Attention of one new query per row over the whole cache, as two batched products.
-///
-/// The cached keys and values are views into buffers preallocated to the cache capacity, so
-/// they are not contiguous; a fused attention kernel may copy them whole at every step (burn-flex
-/// does: a fifth of a decode step, docs/perf-notes.md §5), while a matrix product takes the
-/// strided views as they are. Query heads sharing a key/value head (GQA) are stacked as extra
-/// query rows. The softmax runs in f32, like the reference's eager attention.
-///
-/// # Shapes
-/// - q: `[B, H, 1, head_dim]`; k, v: `[B, H_kv, S, head_dim]`; mask: `[B, H, 1, S]`
-/// - output: `[B, H, 1, head_dim]`
-fn single_query_attention(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    mask: Option<Tensor<4, Bool>>,
-) -> Tensor<4> {
-    let [b, h, t, d] = q.dims();
-    let [_, h_kv, s, _] = k.dims();
-    let rows = h / h_kv * t;
-    let dtype = q.dtype();
-    let scores = q
-        .reshape([b, h_kv, rows, d])
-        .matmul(k.swap_dims(2, 3))
-        .mul_scalar((d as f64).powf(-0.5));
-    let scores = match mask {
-        Some(mask) => scores.mask_fill(mask.reshape([b, h_kv, rows, s]), f32::NEG_INFINITY),
-        None => scores,
-    };
-    let probs = if dtype == DType::F32 {
-        softmax(scores, 3)
-    } else {
-        softmax(scores.cast(DType::F32), 3).cast(dtype)
-    };
-    probs.matmul(v).reshape([b, h, t, d])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::tensor::Distribution;
-
-    /// burn's path (what runs where janus-kernels declines): f32 queries cast to the cache's
-    /// half-precision dtype, softmax in f32; against the same maths all in f32 over the rounded
-    /// cache, GQA (4 query heads over 2 kv heads) and a mask included.
-    #[test]
-    fn single_query_attention_over_a_half_precision_cache() {
-        let device = Device::flex();
-        let (b, h, h_kv, s, d) = (2, 4, 2, 9, 8);
-        let q = Tensor::<4>::random([b, h, 1, d], Distribution::Default, &device);
-        let k = Tensor::<4>::random([b, h_kv, s, d], Distribution::Default, &device);
-        let v = Tensor::<4>::random([b, h_kv, s, d], Distribution::Default, &device);
-        let hidden: Vec<bool> = (0..b * h * s).map(|i| i % 4 == 1).collect();
-        let mask = Tensor::<4, Bool>::from_data(
-            burn::tensor::TensorData::new(hidden, [b, h, 1, s]),
-            &device,
-        );
-        for dtype in [DType::F16, DType::BF16] {
-            let (kh, vh) = (k.clone().cast(dtype), v.clone().cast(dtype));
-            let got = single_query_attention(
-                q.clone().cast(dtype),
-                kh.clone(),
-                vh.clone(),
-                Some(mask.clone()),
-            )
-            .cast(DType::F32);
-            let want = single_query_attention(
-                q.clone().cast(dtype).cast(DType::F32),
-                kh.cast(DType::F32),
-                vh.cast(DType::F32),
-                Some(mask.clone()),
-            );
-            let err = (got - want).abs().max().into_scalar::<f32>();
-            let tol = if dtype == DType::F16 { 2e-3 } else { 2e-2 };
-            assert!(err < tol, "{dtype:?}: {err}");
-        }
-    }
 }

@@ -16,7 +16,7 @@ pub use attention::{LlamaAttention, LlamaAttentionConfig};
 pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use decoder_layer::{LlamaDecoderLayer, LlamaDecoderLayerConfig};
-pub use linear::{BLOCK_BYTES, FEW_ROWS, LlamaLinear, LlamaLinearConfig, few_rows_matmul_t};
+pub use linear::{LlamaLinear, LlamaLinearConfig};
 pub use mlp::{LlamaMlp, LlamaMlpConfig};
 pub use model::{LlamaForCausalLM, LlamaModel};
 pub use rms_norm::{LlamaRmsNorm, LlamaRmsNormConfig};

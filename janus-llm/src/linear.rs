@@ -3,7 +3,6 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Distribution, Tensor};
 use janus_kernels::WeightLayout;
-use rayon::prelude::*;
 
 /// Configuration of [`LlamaLinear`].
 #[derive(Config, Debug)]
@@ -61,11 +60,9 @@ impl LlamaLinear {
         self.weight.lazy_shape()[1]
     }
 
-    /// `x · Wᵀ`.
-    ///
-    /// Up to [`FEW_ROWS`] rows (a decode step, the two CFG rows of image generation) go through
-    /// janus-kernels' bandwidth-bound product where it applies (burn-flex, f32/f16, inference)
-    /// and [`few_rows_matmul_t`] elsewhere; more rows (prefill) are one matrix product.
+    /// `x · Wᵀ`, through [`janus_kernels::nn::linear`]: up to [`janus_kernels::MAX_ROWS`] rows (a decode
+    /// step, the two CFG rows of image generation) by a product bound by reading the weight, more
+    /// rows (prefill) by one matrix product.
     ///
     /// `x` may be f32 over a half-precision weight (janus-llm keeps its activations in f32):
     /// the output then has `x`'s dtype.
@@ -74,42 +71,20 @@ impl LlamaLinear {
     /// - x: `[..., d_input]`
     /// - output: `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let weight = self.weight.val();
-        let [d_output, d_input] = weight.dims();
-        let mut out_shape = x.dims();
-        out_shape[D - 1] = d_output;
-        let rows = x.shape().num_elements() / d_input;
-        let x = x.reshape([rows, d_input]);
-        let kernel = if (1..=FEW_ROWS).contains(&rows) {
-            janus_kernels::few_rows_matmul(&x, &weight, WeightLayout::OutIn)
-        } else {
-            None
-        };
-        let y = match kernel {
-            Some(y) => y,
-            None if weight.dtype() != x.dtype() && rows > FEW_ROWS => {
-                x.clone().matmul(weight.cast(x.dtype()).transpose())
+        let y = janus_kernels::nn::linear(x.clone(), &self.weight.val(), None, WeightLayout::OutIn);
+        match self.lora_dropout_branch(x) {
+            Some(correction) => {
+                let dims = y.dims();
+                y + correction.reshape(dims)
             }
-            None if weight.dtype() != x.dtype() => {
-                // f32 activations over half-precision weights: the product runs in the weight's
-                // dtype (the input is a few rows; the weight is not copied), back to f32 after.
-                let dtype = x.dtype();
-                let xw = x.clone().cast(weight.dtype());
-                product(xw, weight, rows).cast(dtype)
-            }
-            None => product(x.clone(), weight, rows),
-        };
-        let y = match self.lora_dropout_branch(x) {
-            Some(correction) => y + correction,
             None => y,
-        };
-        y.reshape(out_shape)
+        }
     }
 
     /// PEFT computes `x·Wᵀ + s·drop(x)·(a·b)ᵀ`; burn's adapter has already folded `s·a·b` into the
     /// weight (`x·W_effᵀ`), so what is missing is `s·(drop(x) − x)·bᵀ·aᵀ`, a rank-`r` product.
     /// Only while training the adapter: an autodiff device and a trainable factor.
-    fn lora_dropout_branch(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+    fn lora_dropout_branch<const D: usize>(&self, x: Tensor<D>) -> Option<Tensor<2>> {
         if self.lora_dropout <= 0.0 || !x.device().is_autodiff() {
             return None;
         }
@@ -118,70 +93,15 @@ impl LlamaLinear {
         if !a.is_require_grad() {
             return None;
         }
+        let d_input = self.d_input();
+        let rows = x.shape().num_elements() / d_input.max(1);
+        let x = x.reshape([rows, d_input]);
         let keep = 1.0 - self.lora_dropout;
         let dropped = x.clone() * x.random_like(Distribution::Bernoulli(keep)) / keep;
         // a: [d_output, r], b: [r, d_input] for an [out, in] weight.
         let low = (dropped - x).matmul(adapter.b.val().transpose());
         Some(low.matmul(a.transpose()) * adapter.scale)
     }
-}
-
-/// `x · Wᵀ` by burn's ops: [`few_rows_matmul_t`] for a few rows, one matrix product otherwise.
-fn product(x: Tensor<2>, weight: Tensor<2>, rows: usize) -> Tensor<2> {
-    if (1..=FEW_ROWS).contains(&rows) {
-        few_rows_matmul_t(x, weight, BLOCK_BYTES)
-    } else {
-        x.matmul(weight.transpose())
-    }
-}
-
-/// Row counts handled by [`few_rows_matmul_t`].
-pub const FEW_ROWS: usize = 8;
-
-/// Bytes of weight per block in [`few_rows_matmul_t`]: large enough that the per-product
-/// overhead is small, small enough that a block stays in cache (L2/L3) while every input row
-/// passes over it and that the blocks balance over the threads (measured: docs/perf-notes.md §6).
-pub const BLOCK_BYTES: usize = 4 * 1024 * 1024;
-
-/// `x · Wᵀ` for a few rows of `x` over an `[out, in]` weight, bound by reading the weight.
-///
-/// The weight's output rows are cut into blocks of about `block_bytes`; the blocks are spread
-/// over rayon's threads, and within a block each input row is a matrix-vector product over
-/// contiguous weight rows (the form that streams at memory speed, docs/perf-notes.md §2). A
-/// block is read from memory once: the second and later rows find it in cache. The block
-/// results are concatenated.
-///
-/// # Shapes
-/// - x: `[rows, in]`; weight: `[out, in]`
-/// - output: `[rows, out]`
-pub fn few_rows_matmul_t(x: Tensor<2>, weight: Tensor<2>, block_bytes: usize) -> Tensor<2> {
-    let [rows, d_input] = x.dims();
-    let [d_output, _] = weight.dims();
-    let row_bytes = d_input * weight.dtype().size();
-    let block = (block_bytes / row_bytes).clamp(1, d_output);
-    let inputs: Vec<Tensor<2>> = (0..rows)
-        .map(|r| x.clone().slice([r..r + 1, 0..d_input]))
-        .collect();
-    let starts: Vec<usize> = (0..d_output).step_by(block).collect();
-    let parts: Vec<Tensor<2>> = starts
-        .par_iter()
-        .map(|&start| {
-            let w = weight
-                .clone()
-                .slice([start..(start + block).min(d_output), 0..d_input])
-                .transpose();
-            let ys: Vec<Tensor<2>> = inputs
-                .iter()
-                .map(|xr| xr.clone().matmul(w.clone()))
-                .collect();
-            if ys.len() == 1 {
-                ys.into_iter().next().unwrap()
-            } else {
-                Tensor::cat(ys, 0)
-            }
-        })
-        .collect();
-    Tensor::cat(parts, 1)
 }
 
 #[cfg(test)]
@@ -269,28 +189,5 @@ mod tests {
             y.iter().any(|v| *v != 1000.0),
             "dropout had no effect: {y:?}"
         );
-    }
-
-    #[test]
-    fn blocked_few_rows_product_matches_one_product() {
-        let device = Device::flex();
-        let w: Vec<f32> = (0..15).map(|i| (i as f32 * 0.37).sin()).collect();
-        let weight = Tensor::<2>::from_data(TensorData::new(w, [5, 3]), &device);
-        for rows in [1usize, 3] {
-            let x: Vec<f32> = (0..rows * 3).map(|i| i as f32 - 1.5).collect();
-            let x = Tensor::<2>::from_data(TensorData::new(x, [rows, 3]), &device);
-            let expected: Vec<f32> = x
-                .clone()
-                .matmul(weight.clone().transpose())
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            // Blocks of two weight rows (2 × 3 f32): three blocks, the last one short.
-            let got: Vec<f32> = few_rows_matmul_t(x, weight.clone(), 24)
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            assert_eq!(got, expected);
-        }
     }
 }

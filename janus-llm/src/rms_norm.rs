@@ -1,6 +1,6 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
 /// Configuration of [`LlamaRmsNorm`].
 #[derive(Config, Debug)]
@@ -39,37 +39,9 @@ impl LlamaRmsNorm {
     /// - input: `[..., d_model]`
     /// - output: same as input
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        // One pass where it applies (burn-flex f32 inference): the ops below are seven
-        // dispatches, which is what a decode step's 2048-wide row costs.
-        let x = match janus_kernels::rms_norm(x, &self.weight.val(), self.epsilon) {
-            Ok(y) => return y,
-            Err(x) => x,
-        };
-        let dtype = x.dtype();
-        let x32 = if dtype == DType::F32 {
-            x
-        } else {
-            x.cast(DType::F32)
-        };
-        let rms = x32
-            .clone()
-            .square()
-            .mean_dim(D - 1)
-            .add_scalar(self.epsilon)
-            .sqrt();
-        let normed = x32.div(rms);
-        let normed = if dtype == DType::F32 {
-            normed
-        } else {
-            normed.cast(dtype)
-        };
-        let weight = self.weight.val();
-        let weight = if weight.dtype() == dtype {
-            weight
-        } else {
-            weight.cast(dtype)
-        };
-        normed.mul(weight.unsqueeze())
+        // One pass on burn-flex in f32 inference: burn's ops are seven dispatches, which is
+        // what a decode step's 2048-wide row costs.
+        janus_kernels::rms_norm(x, &self.weight.val(), self.epsilon)
     }
 }
 

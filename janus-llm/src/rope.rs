@@ -50,16 +50,8 @@ impl RotaryEmbedding {
     /// - x: `[B, H, T, head_dim]`; cos, sin: `[B, 1, T, head_dim]`
     /// - output: `[B, H, T, head_dim]`
     pub fn apply(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-        // One pass where it applies (burn-flex f32 inference), the same arithmetic.
-        let x = match janus_kernels::rope(x, cos, sin) {
-            Ok(y) => return y,
-            Err(x) => x,
-        };
-        let [b, h, t, d] = x.dims();
-        let first = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
-        let second = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
-        let rotated = Tensor::cat(vec![second.neg(), first], 3);
-        x.mul(cos.clone()).add(rotated.mul(sin.clone()))
+        // One pass on burn-flex in f32 inference, the same arithmetic.
+        janus_kernels::rope(x, cos, sin)
     }
 }
 

@@ -3,8 +3,6 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{SiglipError, non_zero};
@@ -68,31 +66,9 @@ impl Attention {
     /// - input: `[batch, tokens, width]`
     /// - output: `[batch, tokens, width]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [batch, tokens, width] = x.dims();
-        let heads = self.heads;
-        let head_dim = width / heads;
-
         let qkv = linear::forward(&self.qkv, x);
         // On burn-flex: per-head products on the fused rows where they lie, vectorised softmax.
-        if let Some(out) = janus_kernels::attention_qkv(&qkv, heads) {
-            return linear::forward(&self.proj, out);
-        }
-        // [B, N, 3W] -> [B, N, 3, H, Dh] -> [3, B, H, N, Dh]: the fused rows are (q,k,v)×H×Dh.
-        let qkv = qkv
-            .reshape([batch, tokens, 3, heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
-        let split = |i: usize| {
-            qkv.clone()
-                .narrow(0, i, 1)
-                .reshape([batch, heads, tokens, head_dim])
-        };
-        let (q, k, v) = (split(0), split(1), split(2));
-
-        // Default options: no mask, scale = head_dim^-0.5 (as PyTorch SDPA).
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
-
-        // [B, H, N, Dh] -> [B, N, H·Dh]
-        let out = out.swap_dims(1, 2).reshape([batch, tokens, width]);
+        let out = janus_kernels::attention_qkv(qkv, self.heads);
         linear::forward(&self.proj, out)
     }
 }

@@ -12,7 +12,7 @@ use janus_cli as _;
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use janus_core::janus_llm::few_rows_matmul_t;
+use janus_kernels::profiling::few_rows_matmul_t;
 
 const N: usize = 24;
 const K: usize = 2048;
@@ -102,7 +102,8 @@ fn main() {
 /// weights, so it compares the dtypes directly.
 fn janus_kernels_rates() {
     use burn::tensor::f16;
-    use janus_kernels::rows::{Isa, WeightLayout, Weights, matmul_rows_with};
+    use janus_kernels::WeightLayout;
+    use janus_kernels::profiling::{Isa, Weights, matmul_rows_with};
     let f32s: Vec<Vec<f32>> = (0..N)
         .map(|i| {
             (0..K * M)

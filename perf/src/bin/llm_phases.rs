@@ -168,8 +168,7 @@ fn products(w: &Workload, steps: usize, rounds: usize) -> anyhow::Result<()> {
         let start = Instant::now();
         for _ in 0..steps {
             for (weight, x) in weights.iter().zip(&inputs) {
-                let y = janus_kernels::few_rows_matmul(x, weight, WeightLayout::OutIn)
-                    .ok_or_else(|| anyhow::anyhow!("janus-kernels took no product"))?;
+                let y = janus_kernels::few_rows_matmul(x.clone(), weight, WeightLayout::OutIn);
                 std::hint::black_box(y);
             }
         }

@@ -18,6 +18,7 @@ use burn::tensor::activation::{gelu, silu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Device, Distribution, Tensor};
+use janus_kernels::profiling::{ConvAlgorithm, conv3x3_with};
 
 fn time<const D: usize>(name: &str, flops: f64, reps: usize, f: impl Fn() -> Tensor<D>) {
     let filter = std::env::args().nth(1).unwrap_or_default();
@@ -100,7 +101,7 @@ fn main() {
             &format!("kernels linear+bias {n}x{k} -> {m}"),
             fl,
             3,
-            || janus_kernels::linear(&x, &linear.weight.val(), bias.as_ref()).expect("f32 flex"),
+            || janus_kernels::linear(x.clone(), &linear.weight.val(), bias.as_ref()),
         );
     }
     let h = rnd2([n, 4096]).reshape([1, n, 4096]);
@@ -149,7 +150,7 @@ fn main() {
     });
     let fused_rows = rnd2([n, 3072]).reshape([1, n, 3072]);
     time("kernels attention_qkv 1x576x3072 16 heads", fl, 5, || {
-        janus_kernels::attention_qkv(&fused_rows, 16).expect("an f32 flex tensor")
+        janus_kernels::attention_qkv(fused_rows.clone(), 16)
     });
     let qkv = rnd2([n, 3072]).reshape([1, n, 3, 16, 64]);
     time("qkv permute+narrow+reshape (q only)", 0.0, 5, || {
@@ -172,11 +173,10 @@ fn main() {
         let wt = conv.weight.val();
         let bias = conv.bias.as_ref().map(|b| b.val());
         for (name, algo) in [
-            ("direct", janus_kernels::ConvAlgorithm::Direct),
-            ("winograd", janus_kernels::ConvAlgorithm::Winograd),
+            ("direct", ConvAlgorithm::Direct),
+            ("winograd", ConvAlgorithm::Winograd),
         ] {
-            let run =
-                || janus_kernels::conv3x3_with(&x, &wt, bias.as_ref(), algo).expect("flex f32");
+            let run = || conv3x3_with(x.clone(), &wt, bias.as_ref(), algo);
             time(&format!("conv3x3 kernels {name} {c}ch {s}x{s}"), fl, 2, run);
             if std::env::args().nth(2).is_some() {
                 let d = (run() - conv.forward(x.clone()))

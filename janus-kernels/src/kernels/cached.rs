@@ -8,8 +8,8 @@
 
 use rayon::prelude::*;
 
-use crate::act::softmax_row;
-use crate::rows::{Avx2Element, Isa, Weights, axpy_group, dot_group};
+use crate::kernels::act::softmax_row;
+use crate::kernels::rows::{Avx2Element, Isa, Weights, axpy_group, dot_group};
 
 /// Query rows applied together to one key or value row (the row kernels' register blocking).
 const GROUP: usize = 4;
@@ -164,7 +164,7 @@ fn run<E: Avx2Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as values;
+    use crate::kernels::test_values as values;
     use half::{bf16, f16};
 
     /// f64 attention over a `[batch, kv_heads, capacity, head_dim]` buffer.

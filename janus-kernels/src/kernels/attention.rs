@@ -8,10 +8,10 @@
 
 use rayon::prelude::*;
 
-use crate::SharedOut;
-use crate::act::softmax_row;
-use crate::rows::Isa;
-use crate::sgemm::{Strided, sgemm};
+use crate::kernels::SharedOut;
+use crate::kernels::act::softmax_row;
+use crate::kernels::rows::Isa;
+use crate::kernels::sgemm::{Strided, sgemm};
 
 /// `softmax(Q·Kᵀ/√d)·V` for every head.
 ///

@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn vector_exp_and_erf_match_references() {
         use std::arch::x86_64::*;
-        if crate::rows::Isa::detect() != crate::rows::Isa::Avx2 {
+        if crate::kernels::rows::Isa::detect() != crate::kernels::rows::Isa::Avx2 {
             return;
         }
         let run = |f: unsafe fn(__m256) -> __m256, xs: &[f32]| -> Vec<f32> {

@@ -15,8 +15,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::SharedOut;
-use crate::sgemm::{Strided, sgemm};
+use crate::kernels::SharedOut;
+use crate::kernels::sgemm::{Strided, sgemm};
 
 /// `conv2d(x, weight, bias, stride 1, padding 1)` for NCHW f32 tensors.
 ///

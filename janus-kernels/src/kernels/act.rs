@@ -6,8 +6,8 @@
 
 use rayon::prelude::*;
 
-use crate::rows::Isa;
-use crate::vmath::{erf_scalar, exp_scalar};
+use crate::kernels::rows::Isa;
+use crate::kernels::vmath::{erf_scalar, exp_scalar};
 
 /// Elements per parallel piece: large enough that scheduling is noise, small enough that two
 /// cores share a 576×4096 activation evenly.
@@ -49,7 +49,10 @@ fn silu_scalar(v: f32) -> f32 {
 /// Softmax of `scale · row` for every `row_len`-long row of `x`, in place.
 ///
 /// Returns `false` (and leaves `x` alone) when `row_len` is 0 or does not divide `x.len()`.
-pub fn softmax_rows(x: &mut [f32], row_len: usize, scale: f32) -> bool {
+/// The attention kernels call [`softmax_row`] inside their own parallel tasks; this many-row
+/// form is what the tests check it through.
+#[cfg(test)]
+pub(crate) fn softmax_rows(x: &mut [f32], row_len: usize, scale: f32) -> bool {
     if row_len == 0 || !x.len().is_multiple_of(row_len) {
         return false;
     }
@@ -159,7 +162,7 @@ fn sum_f64(b: &[f32], f: impl Fn(f64) -> f64) -> f64 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use crate::vmath::avx2::{erf8, exp8};
+    use crate::kernels::vmath::avx2::{erf8, exp8};
     use std::arch::x86_64::*;
 
     /// Applies `f` to 8 lanes at a time; the tail goes through the same `f` on a padded copy, so
@@ -224,7 +227,7 @@ mod avx2 {
             }
         }
         for v in chunks.into_remainder() {
-            *v = crate::vmath::exp_scalar(scale * *v - shift);
+            *v = crate::kernels::vmath::exp_scalar(scale * *v - shift);
             sum += *v;
         }
         let mut l = [0f32; 8];

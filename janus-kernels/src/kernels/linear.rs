@@ -10,8 +10,8 @@
 
 use rayon::prelude::*;
 
-use crate::SharedOut;
-use crate::sgemm::{Strided, sgemm};
+use crate::kernels::SharedOut;
+use crate::kernels::sgemm::{Strided, sgemm};
 
 /// A `[d_in, d_out]` weight as it lies in memory: element `[i, j]` at
 /// `values[offset + i·row_stride + j·col_stride]` (a transposed view is `row_stride = 1`).

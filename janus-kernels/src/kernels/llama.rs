@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use crate::rows::{Weights, widened};
+use crate::kernels::rows::{Weights, widened};
 
 /// Below this many values a call runs on the calling thread: waking rayon's workers costs more
 /// than a decode step's row (docs/perf-notes.md §25).
@@ -117,7 +117,7 @@ pub fn rope(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as values;
+    use crate::kernels::test_values as values;
     use half::{bf16, f16};
 
     #[test]

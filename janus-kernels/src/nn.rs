@@ -1,0 +1,112 @@
+//! Layer forwards that pick a path by shape: the thresholds measured on the model's shapes live
+//! here, so the component crates call one function per layer.
+
+use burn::tensor::Tensor;
+
+use crate::kernels::rows::{MAX_ROWS, WeightLayout};
+use crate::ops::{ConvAlgorithm, burn_conv3x3, conv3x3_with, matmul_t};
+
+#[cfg(feature = "flex")]
+use crate::flex;
+
+/// A linear layer's forward, `x · Wᵀ` (`OutIn`) or `x · W` (`InOut`) plus `bias`, in `x`'s
+/// dtype.
+///
+/// Up to [`MAX_ROWS`] rows (a decode step, the two CFG rows of an image-generation step) are
+/// bound by reading the weight, which burn-flex does at a fraction of the memory bandwidth:
+/// they go through [`crate::few_rows_matmul`]'s kernel where it applies, with the bias added
+/// after. Everything else is burn's product: for `OutIn`, one matrix product over the rows
+/// flattened (a weight in another dtype cast to `x`'s; a few rows on another backend or under
+/// autodiff as [`crate::few_rows_matmul`] computes them), for `InOut` burn's `linear`.
+///
+/// `x` may be f32 over a half-precision weight (f32 activations over a half-precision
+/// checkpoint).
+///
+/// # Shapes
+/// - x: `[..., d_in]`; weight: `[d_out, d_in]` (`OutIn`) or `[d_in, d_out]` (`InOut`);
+///   bias: `[d_out]`
+/// - output: `[..., d_out]`
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+    layout: WeightLayout,
+) -> Tensor<D> {
+    let [a, b] = weight.dims();
+    let (d_in, d_out) = match layout {
+        WeightLayout::OutIn => (b, a),
+        WeightLayout::InOut => (a, b),
+    };
+    let mut dims = x.dims();
+    let fits = dims.last() == Some(&d_in);
+    let rows = x.shape().num_elements() / d_in.max(1);
+    let few = fits && (1..=MAX_ROWS).contains(&rows);
+    if let Some(last) = dims.last_mut() {
+        *last = d_out;
+    }
+    match layout {
+        WeightLayout::OutIn if fits => {
+            let x = x.reshape([rows, d_in]);
+            let y = match few_rows_kernel(&x, weight, layout) {
+                Some(y) => y,
+                None => matmul_t(x, weight.clone(), rows),
+            };
+            with_bias(y, bias).reshape(dims)
+        }
+        // Mismatched widths: burn's product reports them.
+        WeightLayout::OutIn => {
+            burn::tensor::module::linear(x, weight.clone().transpose(), bias.cloned())
+        }
+        WeightLayout::InOut => {
+            if few {
+                let flat = x.clone().reshape([rows, d_in]);
+                if let Some(y) = few_rows_kernel(&flat, weight, layout) {
+                    return with_bias(y, bias).reshape(dims);
+                }
+            }
+            burn::tensor::module::linear(x, weight.clone(), bias.cloned())
+        }
+    }
+}
+
+/// The few-row kernel's product, where it applies to `x`'s row count and dtypes.
+fn few_rows_kernel(x: &Tensor<2>, weight: &Tensor<2>, layout: WeightLayout) -> Option<Tensor<2>> {
+    #[cfg(feature = "flex")]
+    if (1..=MAX_ROWS).contains(&x.dims()[0]) {
+        return flex::few_rows_matmul(x, weight, layout);
+    }
+    let _ = (x, weight, layout);
+    None
+}
+
+fn with_bias(y: Tensor<2>, bias: Option<&Tensor<1>>) -> Tensor<2> {
+    match bias {
+        Some(bias) => y + bias.clone().unsqueeze::<2>(),
+        None => y,
+    }
+}
+
+/// Width from which [`conv3x3`] takes the Winograd kernel: at 96×96 and up it measured 2.9–3.7×
+/// faster than burn-flex's convolution at the VQ decoder's shapes, at 48×48 1.3×; at 24×24 with
+/// 512 channels 1.3× slower (12 tile rows to spread over the threads, each re-reading the 16 MB
+/// of transformed filters), so small maps stay on burn-flex.
+const WINOGRAD_MIN_WIDTH: usize = 32;
+
+/// A 3×3, stride-1, zero-padding-1 convolution layer's forward: [`crate::conv3x3`]'s Winograd
+/// kernel on maps at least 32 wide where it applies (f32 burn-flex tensors without autodiff),
+/// burn's `conv2d` otherwise.
+///
+/// # Shapes
+/// - x: `[batch, cin, height, width]`; weight: `[cout, cin, 3, 3]`; bias: `[cout]`
+/// - output: `[batch, cout, height, width]`
+pub fn conv3x3(x: Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>) -> Tensor<4> {
+    match conv_algorithm(x.dims()[3]) {
+        Some(algorithm) => conv3x3_with(x, weight, bias, algorithm),
+        None => burn_conv3x3(x, weight, bias),
+    }
+}
+
+/// The kernel's algorithm for maps `width` wide, or `None` where burn's convolution is faster.
+fn conv_algorithm(width: usize) -> Option<ConvAlgorithm> {
+    (width >= WINOGRAD_MIN_WIDTH).then_some(ConvAlgorithm::Winograd)
+}
