@@ -347,8 +347,8 @@ fn single_query_attention(
 
 /// burn's `Linear` forward, `x · W + bias`: for f32 burn-flex tensors without autodiff, the
 /// output's columns in one band per thread, each starting from the bias (the weight may be any
-/// strided view); burn's `linear` otherwise. Made for many rows; [`crate::nn::linear`] sends
-/// a few rows to [`few_rows_matmul`] instead.
+/// strided view); burn's `linear` otherwise. Made for many rows (SigLIP's 576): for a few,
+/// [`few_rows_matmul`] reads the weight faster.
 ///
 /// # Shapes
 /// - x: `[..., d_in]`; weight: `[d_in, d_out]`; bias: `[d_out]`
