@@ -231,7 +231,9 @@ async fn chat_answers_about_a_red_circle() {
     let choice = &v["choices"][0];
     assert_eq!(choice["index"], 0);
     assert_eq!(choice["message"]["role"], "assistant");
-    assert_eq!(choice["message"]["content"], "a red circle.");
+    // janus-core's decode keeps the leading space of the first token (see the concurrent test,
+    // which compares with `Janus::ask` exactly).
+    assert_eq!(choice["message"]["content"].as_str().unwrap().trim_start(), "a red circle.");
     assert_eq!(choice["finish_reason"], "stop");
     let usage = &v["usage"];
     let (p, c) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
@@ -287,7 +289,7 @@ async fn chat_streams_role_content_finish_usage_done() {
             c["choices"][0]["delta"]["content"].as_str().unwrap().to_string()
         })
         .collect();
-    assert_eq!(text, "a red circle.");
+    assert_eq!(text.trim_start(), "a red circle.");
     assert_eq!(chunks[n - 2]["choices"][0]["finish_reason"], "stop");
     assert_eq!(chunks[n - 1]["choices"].as_array().unwrap().len(), 0);
     assert!(chunks[n - 1]["usage"]["completion_tokens"].as_u64().unwrap() > 0);
@@ -566,7 +568,7 @@ async fn a_panicking_job_is_a_500_and_the_server_keeps_serving() {
     let body = json!({"messages": [{"role": "user", "content": "please PANIC NOW"}]});
     let e = send(&router, post("/v1/chat/completions", &body)).await.error(StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(e["type"], "server_error");
-    assert_eq!(server.metrics().panicked, 1);
+    wait_for(&server, "the panic to be counted", |m| m.panicked == 1).await;
     let ok = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
     assert_eq!(send(&router, post("/v1/chat/completions", &ok)).await.status, StatusCode::OK);
     assert_eq!(send(&router, get("/health")).await.status, StatusCode::OK);
@@ -666,7 +668,7 @@ async fn concurrent_requests_get_their_own_answers() {
     }
 }
 
-/// `cargo test --workspace --release -- --nocapture load_50_chat_requests`
+/// `cargo test --workspace --release --test server -- --nocapture load_50_chat_requests`
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn load_50_chat_requests_from_8_clients() {
     let server = start(shapes(), ServerConfig::new("shapes-janus")).await;
@@ -684,7 +686,8 @@ async fn load_50_chat_requests_from_8_clients() {
                     let v: Value = serde_json::from_slice(&reply).unwrap();
                     match status {
                         200 => {
-                            assert_eq!(v["choices"][0]["message"]["content"], "a red circle.");
+                            let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+                            assert_eq!(text.trim_start(), "a red circle.");
                             ok += 1;
                         }
                         503 => busy += 1,
