@@ -8,7 +8,8 @@ if [ ! -x "$venv/bin/pytest" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet openai pytest playwright pillow
 fi
-cargo build --workspace --release --bin janus-server
+# The same target set as the Rust tests, so features unify the same way and nothing rebuilds.
+cargo build --workspace --release --all-targets
 status=0
 "$venv/bin/pytest" -v janus-server/tests/python "$@" || status=$?
 if [ "$status" -eq 5 ]; then
