@@ -90,8 +90,9 @@ pub(crate) fn prepare_chat(
                                 ))
                                 .with_param(param));
                             }
-                            let image = decode_data_url(&url.url, config)
-                                .map_err(|m| ApiError::bad_request(m).with_param(param + ".image_url.url"))?;
+                            let image = decode_data_url(&url.url, config).map_err(|m| {
+                                ApiError::bad_request(m).with_param(param + ".image_url.url")
+                            })?;
                             images.push(image);
                             count += 1;
                         }
@@ -134,8 +135,10 @@ pub(crate) fn prepare_chat(
         .iter()
         .position(|t| t.images == 0 && t.text.iter().all(|x| x.trim().is_empty()))
     {
-        return Err(ApiError::bad_request(format!("turn {i} of the conversation is empty"))
-            .with_param("messages"));
+        return Err(
+            ApiError::bad_request(format!("turn {i} of the conversation is empty"))
+                .with_param("messages"),
+        );
     }
     let roles: ChatRoles = info.processor.roles();
     let placeholder = &info.processor.config().image_tag;
@@ -191,10 +194,7 @@ fn decode_data_url(url: &str, config: &ServerConfig) -> Result<RgbImage, String>
     if !fields.any(|f| f.eq_ignore_ascii_case("base64")) {
         return Err("the data URL must be base64-encoded (`;base64,`)".into());
     }
-    let compact: Vec<u8> = data
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    let compact: Vec<u8> = data.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(&compact)
         .map_err(|e| format!("the data URL's base64 does not decode: {e}"))?;
@@ -214,7 +214,10 @@ fn decode_data_url(url: &str, config: &ServerConfig) -> Result<RgbImage, String>
     if width == 0 || height == 0 {
         return Err(format!("the image has no pixels ({width}x{height})"));
     }
-    if width > side || height > side || u64::from(width) * u64::from(height) > config.max_image_pixels {
+    if width > side
+        || height > side
+        || u64::from(width) * u64::from(height) > config.max_image_pixels
+    {
         return Err(format!(
             "the image is {width}x{height}; at most {side} pixels a side and {} in all are accepted",
             config.max_image_pixels
@@ -358,7 +361,10 @@ pub(crate) async fn chat_completions(
                 _ => {}
             }
         }
-        Err(ApiError::unavailable("the job was stopped", state.config.retry_after_secs))
+        Err(ApiError::unavailable(
+            "the job was stopped",
+            state.config.retry_after_secs,
+        ))
     }
 }
 
@@ -373,12 +379,15 @@ struct ChunkStream {
 
 impl ChunkStream {
     fn chunk(&self, delta: Delta, finish: Option<StopReason>) -> SseEvent {
-        self.event(vec![ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish.map(|s| finish_reason(s).to_string()),
-            logprobs: None,
-        }], None)
+        self.event(
+            vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish.map(|s| finish_reason(s).to_string()),
+                logprobs: None,
+            }],
+            None,
+        )
     }
 
     fn event(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> SseEvent {

@@ -226,7 +226,9 @@ pub(crate) async fn file(
                 .unwrap_or_else(|p| p.into_inner())
                 .get(id)
         })
-        .ok_or_else(|| ApiError::not_found("no such image (images are kept in memory for a while only)"))?;
+        .ok_or_else(|| {
+            ApiError::not_found("no such image (images are kept in memory for a while only)")
+        })?;
     let mut response = png.as_ref().clone().into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));

@@ -87,7 +87,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ServerConfig::new(model_id).with_queue_capacity(args.queue);
     config.api_key = args.api_key.filter(|k| !k.is_empty());
     config.log_jobs = true;
-    config.hooks.step_delay = args.test_step_delay_ms.map(std::time::Duration::from_millis);
+    config.hooks.step_delay = args
+        .test_step_delay_ms
+        .map(std::time::Duration::from_millis);
     let server = Server::new(config);
     let options = LoadOptions {
         dtype: args.dtype,

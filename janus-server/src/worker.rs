@@ -184,10 +184,7 @@ impl Worker {
     /// # Errors
     ///
     /// 503 when the queue is full or the server is shutting down.
-    pub(crate) fn submit(
-        &self,
-        work: Work,
-    ) -> Result<(UnboundedReceiver<Event>, usize), ApiError> {
+    pub(crate) fn submit(&self, work: Work) -> Result<(UnboundedReceiver<Event>, usize), ApiError> {
         let (events, receiver) = unbounded_channel();
         let mut queue = self.lock();
         if queue.shutdown {
@@ -208,9 +205,7 @@ impl Worker {
         if waiting >= self.inner.capacity {
             self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::unavailable(
-                format!(
-                    "the queue is full ({waiting} jobs waiting); retry later"
-                ),
+                format!("the queue is full ({waiting} jobs waiting); retry later"),
                 self.inner.retry_after,
             ));
         }

@@ -47,14 +47,18 @@ struct Reply {
 
 impl Reply {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// Asserts the error shape and returns the error object.
     fn error(&self, status: StatusCode) -> Value {
-        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
         let v = self.json();
         let e = v["error"].clone();
         for key in ["message", "type", "param", "code"] {
@@ -184,18 +188,30 @@ async fn health_models_page_and_unknown_routes() {
     assert_eq!(card["object"], "model");
     assert!(card["created"].as_u64().unwrap() > 0);
     assert!(card["owned_by"].is_string());
-    assert_eq!(send(&router, get("/v1/models/tiny")).await.json()["id"], "tiny");
-    send(&router, get("/v1/models/other")).await.error(StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&router, get("/v1/models/tiny")).await.json()["id"],
+        "tiny"
+    );
+    send(&router, get("/v1/models/other"))
+        .await
+        .error(StatusCode::NOT_FOUND);
 
     let page = send(&router, get("/")).await;
     assert_eq!(page.status, StatusCode::OK);
-    let csp = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'nonce-"));
     let html = String::from_utf8(page.body).unwrap();
     assert!(html.contains("<html") && !html.contains("{{nonce}}"));
-    assert!(!html.contains("http://") && !html.contains("https://"), "no CDN");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
 
-    send(&router, get("/nowhere")).await.error(StatusCode::NOT_FOUND);
+    send(&router, get("/nowhere"))
+        .await
+        .error(StatusCode::NOT_FOUND);
     send(&router, get("/v1/chat/completions"))
         .await
         .error(StatusCode::METHOD_NOT_ALLOWED);
@@ -209,7 +225,14 @@ async fn health_is_503_until_the_model_is_loaded() {
     let router = server.router();
     let health = send(&router, get("/health")).await;
     assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
-    let chat = send(&router, post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}]}))).await;
+    let chat = send(
+        &router,
+        post(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    )
+    .await;
     chat.error(StatusCode::SERVICE_UNAVAILABLE);
     assert!(chat.headers.contains_key(header::RETRY_AFTER));
     let dir = tiny();
@@ -222,8 +245,20 @@ async fn health_is_503_until_the_model_is_loaded() {
 async fn chat_answers_about_a_red_circle() {
     let server = start(shapes(), ServerConfig::new("shapes-janus")).await;
     let router = server.router();
-    let reply = send(&router, post("/v1/chat/completions", &ask(&red_circle(), "What is in the image?"))).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    let reply = send(
+        &router,
+        post(
+            "/v1/chat/completions",
+            &ask(&red_circle(), "What is in the image?"),
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let v = reply.json();
     assert_eq!(v["object"], "chat.completion");
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -233,17 +268,25 @@ async fn chat_answers_about_a_red_circle() {
     assert_eq!(choice["message"]["role"], "assistant");
     // janus-core's decode keeps the leading space of the first token (see the concurrent test,
     // which compares with `Janus::ask` exactly).
-    assert_eq!(choice["message"]["content"].as_str().unwrap().trim_start(), "a red circle.");
+    assert_eq!(
+        choice["message"]["content"].as_str().unwrap().trim_start(),
+        "a red circle."
+    );
     assert_eq!(choice["finish_reason"], "stop");
     let usage = &v["usage"];
-    let (p, c) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    let (p, c) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
     assert!(p > 64 && c > 0);
     assert_eq!(usage["total_tokens"].as_u64().unwrap(), p + c);
 
     // A length-limited answer reports `length`.
     let mut short = ask(&red_circle(), "What is in the image?");
     short["max_tokens"] = json!(1);
-    let v = send(&router, post("/v1/chat/completions", &short)).await.json();
+    let v = send(&router, post("/v1/chat/completions", &short))
+        .await
+        .json();
     assert_eq!(v["choices"][0]["finish_reason"], "length");
     assert_eq!(v["usage"]["completion_tokens"], 1);
 
@@ -270,7 +313,12 @@ async fn chat_streams_role_content_finish_usage_done() {
     body["stream_options"] = json!({"include_usage": true});
     let reply = send(&router, post("/v1/chat/completions", &body)).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert!(reply.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        reply.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let events = reply.events();
     assert_eq!(events.last().unwrap().1, "[DONE]");
     let chunks: Vec<Value> = events[..events.len() - 1]
@@ -278,7 +326,11 @@ async fn chat_streams_role_content_finish_usage_done() {
         .map(|(_, d)| serde_json::from_str(d).unwrap())
         .collect();
     let id = chunks[0]["id"].clone();
-    assert!(chunks.iter().all(|c| c["id"] == id && c["object"] == "chat.completion.chunk"));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["id"] == id && c["object"] == "chat.completion.chunk")
+    );
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let n = chunks.len();
     let text: String = chunks[1..n - 2]
@@ -286,17 +338,27 @@ async fn chat_streams_role_content_finish_usage_done() {
         .map(|c| {
             assert!(c["choices"][0]["finish_reason"].is_null());
             assert!(c["usage"].is_null());
-            c["choices"][0]["delta"]["content"].as_str().unwrap().to_string()
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
         })
         .collect();
     assert_eq!(text.trim_start(), "a red circle.");
     assert_eq!(chunks[n - 2]["choices"][0]["finish_reason"], "stop");
     assert_eq!(chunks[n - 1]["choices"].as_array().unwrap().len(), 0);
-    assert!(chunks[n - 1]["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(
+        chunks[n - 1]["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 
     // Without include_usage there is no usage chunk and no usage field.
     body["stream_options"] = json!(null);
-    let events = send(&router, post("/v1/chat/completions", &body)).await.events();
+    let events = send(&router, post("/v1/chat/completions", &body))
+        .await
+        .events();
     let last: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "stop");
     assert!(last.get("usage").is_none());
@@ -325,12 +387,18 @@ async fn every_bad_request_gets_its_status() {
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::from("hello"))
         .unwrap();
-    send(&router, not_json).await.error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    send(&router, not_json)
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let no_type = Request::post(chat).body(Body::from("{}")).unwrap();
-    send(&router, no_type).await.error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    send(&router, no_type)
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let huge = json!({"messages": [{"role": "user", "content": "x".repeat(100 * 1024)}]});
-    send(&router, post(chat, &huge)).await.error(StatusCode::PAYLOAD_TOO_LARGE);
+    send(&router, post(chat, &huge))
+        .await
+        .error(StatusCode::PAYLOAD_TOO_LARGE);
 
     let with_url = |url: &str| {
         json!({"messages": [{"role": "user", "content": [
@@ -344,23 +412,31 @@ async fn every_bad_request_gets_its_status() {
         "data:image/png,rawbytes",
         "data:image/png;base64,aGVsbG8gd29ybGQ=",
     ] {
-        let e = send(&router, post(chat, &with_url(url))).await.error(StatusCode::BAD_REQUEST);
+        let e = send(&router, post(chat, &with_url(url)))
+            .await
+            .error(StatusCode::BAD_REQUEST);
         assert_eq!(e["param"], "messages[0].content[0].image_url.url", "{url}");
     }
     // Over the side limit, refused from the header.
     let wide = data_url(&RgbImage::new(2000, 1));
-    let e = send(&router, post(chat, &with_url(&wide))).await.error(StatusCode::BAD_REQUEST);
+    let e = send(&router, post(chat, &with_url(&wide)))
+        .await
+        .error(StatusCode::BAD_REQUEST);
     assert!(e["message"].as_str().unwrap().contains("2000x1"), "{e}");
 
     let two = json!({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": image}},
         {"type": "image_url", "image_url": {"url": image}},
         {"type": "text", "text": "What?"}]}]});
-    let e = send(&router, post(chat, &two)).await.error(StatusCode::BAD_REQUEST);
+    let e = send(&router, post(chat, &two))
+        .await
+        .error(StatusCode::BAD_REQUEST);
     assert!(e["message"].as_str().unwrap().contains("too many images"));
 
     let long = json!({"messages": [{"role": "user", "content": "a b c d ".repeat(400)}]});
-    let e = send(&router, post(chat, &long)).await.error(StatusCode::BAD_REQUEST);
+    let e = send(&router, post(chat, &long))
+        .await
+        .error(StatusCode::BAD_REQUEST);
     assert_eq!(e["code"], "context_length_exceeded");
 
     let base = json!({"messages": [{"role": "user", "content": "hi"}]});
@@ -373,7 +449,9 @@ async fn every_bad_request_gets_its_status() {
     ] {
         let mut body = base.clone();
         body[field] = value;
-        send(&router, post(chat, &body)).await.error(StatusCode::BAD_REQUEST);
+        send(&router, post(chat, &body))
+            .await
+            .error(StatusCode::BAD_REQUEST);
     }
     for messages in [
         json!([]),
@@ -384,7 +462,9 @@ async fn every_bad_request_gets_its_status() {
         json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "hi"}]),
         json!([{"role": "user", "content": [{"type": "input_audio"}]}]),
     ] {
-        send(&router, post(chat, &json!({"messages": messages}))).await.error(StatusCode::BAD_REQUEST);
+        send(&router, post(chat, &json!({"messages": messages})))
+            .await
+            .error(StatusCode::BAD_REQUEST);
     }
 
     let images = "/v1/images/generations";
@@ -396,7 +476,9 @@ async fn every_bad_request_gets_its_status() {
         json!({"prompt": "a red circle", "response_format": "png"}),
         json!({"prompt": "a red circle", "cfg_weight": -1.0}),
     ] {
-        send(&router, post(images, &body)).await.error(StatusCode::BAD_REQUEST);
+        send(&router, post(images, &body))
+            .await
+            .error(StatusCode::BAD_REQUEST);
         send(&router, post("/janus/v1/images/generations", &body))
             .await
             .error(StatusCode::BAD_REQUEST);
@@ -412,14 +494,19 @@ async fn api_key_guards_the_api_but_not_health_or_the_page() {
     let router = server.router();
     assert_eq!(send(&router, get("/health")).await.status, StatusCode::OK);
     assert_eq!(send(&router, get("/")).await.status, StatusCode::OK);
-    let e = send(&router, get("/v1/models")).await.error(StatusCode::UNAUTHORIZED);
+    let e = send(&router, get("/v1/models"))
+        .await
+        .error(StatusCode::UNAUTHORIZED);
     assert_eq!(e["code"], "invalid_api_key");
     let wrong = Request::get("/v1/models")
         .header(header::AUTHORIZATION, "Bearer open")
         .body(Body::empty())
         .unwrap();
     send(&router, wrong).await.error(StatusCode::UNAUTHORIZED);
-    let mut chat = post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}]}));
+    let mut chat = post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
     chat.headers_mut().remove(header::AUTHORIZATION);
     send(&router, chat).await.error(StatusCode::UNAUTHORIZED);
     let right = Request::get("/v1/models")
@@ -440,7 +527,12 @@ async fn images_as_base64_and_as_urls() {
     let router = server.router();
     let body = json!({"prompt": "a red circle", "n": 2, "seed": 1, "size": "32x32"});
     let reply = send(&router, post("/v1/images/generations", &body)).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let v = reply.json();
     assert!(v["created"].as_u64().unwrap() > 0);
     assert!(v.get("size").is_none());
@@ -454,19 +546,28 @@ async fn images_as_base64_and_as_urls() {
     // The same seed draws the same images; `auto` is the model's size.
     let mut again = body.clone();
     again["size"] = json!("auto");
-    let v2 = send(&router, post("/v1/images/generations", &again)).await.json();
+    let v2 = send(&router, post("/v1/images/generations", &again))
+        .await
+        .json();
     assert_eq!(v2["data"], v["data"]);
 
     let url_body = json!({"prompt": "a blue square", "response_format": "url"});
-    let v = send(&router, post("/v1/images/generations", &url_body)).await.json();
+    let v = send(&router, post("/v1/images/generations", &url_body))
+        .await
+        .json();
     let url = v["data"][0]["url"].as_str().unwrap();
-    let path = url.split_once("/v1/").map(|(_, p)| format!("/v1/{p}")).unwrap();
+    let path = url
+        .split_once("/v1/")
+        .map(|(_, p)| format!("/v1/{p}"))
+        .unwrap();
     assert!(path.ends_with(".png"));
     let file = send(&router, get(&path)).await;
     assert_eq!(file.status, StatusCode::OK);
     assert_eq!(file.headers[header::CONTENT_TYPE], "image/png");
     assert_eq!(decode_png(&file.body).dimensions(), (32, 32));
-    send(&router, get("/v1/images/files/0123.png")).await.error(StatusCode::NOT_FOUND);
+    send(&router, get("/v1/images/files/0123.png"))
+        .await
+        .error(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,7 +575,9 @@ async fn progress_endpoint_streams_queued_progress_images_done() {
     let server = start(shapes(), ServerConfig::new("shapes-janus")).await;
     let router = server.router();
     let body = json!({"prompt": "a green triangle", "n": 2});
-    let events = send(&router, post("/janus/v1/images/generations", &body)).await.events();
+    let events = send(&router, post("/janus/v1/images/generations", &body))
+        .await
+        .events();
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[0], "queued");
     assert_eq!(&names[names.len() - 3..], ["image", "image", "done"]);
@@ -521,14 +624,31 @@ async fn a_full_queue_answers_503_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(waiting.status(), StatusCode::OK);
-    let refused = send(&router, post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}]}))).await;
+    let refused = send(
+        &router,
+        post(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    )
+    .await;
     refused.error(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers[header::RETRY_AFTER], "1");
     assert_eq!(server.metrics().rejected, 1);
     // Their clients leave: both jobs are cancelled and the worker is free again.
     drop((running, waiting));
-    wait_for(&server, "both jobs cancelled", |m| m.cancelled == 2 && !m.running).await;
-    let reply = send(&router, post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))).await;
+    wait_for(&server, "both jobs cancelled", |m| {
+        m.cancelled == 2 && !m.running
+    })
+    .await;
+    let reply = send(
+        &router,
+        post(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+        ),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 
@@ -546,9 +666,17 @@ async fn chat_jobs_run_before_waiting_image_jobs() {
             finished.lock().unwrap().push(name);
         })
     };
-    let first = spawn("first image", "/v1/images/generations", json!({"prompt": "a"}));
+    let first = spawn(
+        "first image",
+        "/v1/images/generations",
+        json!({"prompt": "a"}),
+    );
     wait_for(&server, "the first job to run", |m| m.running).await;
-    let second = spawn("second image", "/v1/images/generations", json!({"prompt": "b"}));
+    let second = spawn(
+        "second image",
+        "/v1/images/generations",
+        json!({"prompt": "b"}),
+    );
     wait_for(&server, "the image job to wait", |m| m.queued_images == 1).await;
     let chat = spawn(
         "chat",
@@ -558,7 +686,10 @@ async fn chat_jobs_run_before_waiting_image_jobs() {
     for task in [first, second, chat] {
         task.await.unwrap();
     }
-    assert_eq!(*finished.lock().unwrap(), ["first image", "chat", "second image"]);
+    assert_eq!(
+        *finished.lock().unwrap(),
+        ["first image", "chat", "second image"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,11 +697,18 @@ async fn a_panicking_job_is_a_500_and_the_server_keeps_serving() {
     let server = start(tiny(), slow(0)).await;
     let router = server.router();
     let body = json!({"messages": [{"role": "user", "content": "please PANIC NOW"}]});
-    let e = send(&router, post("/v1/chat/completions", &body)).await.error(StatusCode::INTERNAL_SERVER_ERROR);
+    let e = send(&router, post("/v1/chat/completions", &body))
+        .await
+        .error(StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(e["type"], "server_error");
     wait_for(&server, "the panic to be counted", |m| m.panicked == 1).await;
     let ok = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
-    assert_eq!(send(&router, post("/v1/chat/completions", &ok)).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&router, post("/v1/chat/completions", &ok))
+            .await
+            .status,
+        StatusCode::OK
+    );
     assert_eq!(send(&router, get("/health")).await.status, StatusCode::OK);
 }
 
@@ -611,8 +749,14 @@ async fn a_client_that_disconnects_cancels_its_job() {
     // 64 codes at 50 ms: a job of over 3 s unless cancelled.
     for (path, body) in [
         ("/v1/images/generations", json!({"prompt": "a red circle"})),
-        ("/janus/v1/images/generations", json!({"prompt": "a red circle"})),
-        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "stream": true, "temperature": 1.0})),
+        (
+            "/janus/v1/images/generations",
+            json!({"prompt": "a red circle"}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "stream": true, "temperature": 1.0}),
+        ),
     ] {
         let before = server.metrics().cancelled;
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -620,11 +764,23 @@ async fn a_client_that_disconnects_cancels_its_job() {
         wait_for(&server, "the job to run", |m| m.running).await;
         let started = Instant::now();
         drop(stream);
-        wait_for(&server, "the job to be cancelled", |m| m.cancelled == before + 1 && !m.running).await;
-        assert!(started.elapsed() < Duration::from_secs(2), "{path}: {:?}", started.elapsed());
+        wait_for(&server, "the job to be cancelled", |m| {
+            m.cancelled == before + 1 && !m.running
+        })
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path}: {:?}",
+            started.elapsed()
+        );
     }
     assert_eq!(server.metrics().completed, 0);
-    let (status, _) = http(addr, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})).await;
+    let (status, _) = http(
+        addr,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    )
+    .await;
     assert_eq!(status, 200);
 }
 
@@ -643,9 +799,12 @@ async fn concurrent_requests_get_their_own_answers() {
         .iter()
         .map(|image| {
             janus
-                .ask(question, std::slice::from_ref(image), &janus.answer_options(), |_| {
-                    ControlFlow::Continue(())
-                })
+                .ask(
+                    question,
+                    std::slice::from_ref(image),
+                    &janus.answer_options(),
+                    |_| ControlFlow::Continue(()),
+                )
                 .unwrap()
                 .text
         })
@@ -658,8 +817,13 @@ async fn concurrent_requests_get_their_own_answers() {
             let router = router.clone();
             let body = ask(&inputs[i % 4], question);
             tokio::spawn(async move {
-                let v = send(&router, post("/v1/chat/completions", &body)).await.json();
-                v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+                let v = send(&router, post("/v1/chat/completions", &body))
+                    .await
+                    .json();
+                v["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             })
         })
         .collect();
@@ -709,7 +873,12 @@ async fn load_50_chat_requests_from_8_clients() {
     let m = server.metrics();
     assert_eq!(m.completed, ok as u64);
     assert_eq!((m.failed, m.panicked, m.running), (0, 0, false));
-    let (status, _) = http(addr, "/v1/chat/completions", &ask(&red_circle(), "What is in the image?")).await;
+    let (status, _) = http(
+        addr,
+        "/v1/chat/completions",
+        &ask(&red_circle(), "What is in the image?"),
+    )
+    .await;
     assert_eq!(status, 200, "still healthy");
     println!(
         "load: 50 chat requests from 8 clients: {ok} answered, {busy} refused (503) in {seconds:.2}s = {:.1} requests/s",
