@@ -6,6 +6,7 @@ pub mod cached;
 pub mod conv;
 pub mod linear;
 pub mod llama;
+pub mod quant;
 pub mod rows;
 mod sgemm;
 mod vmath;
