@@ -17,6 +17,7 @@ mod flex;
 mod kernels;
 pub mod nn;
 mod ops;
+pub mod quant;
 
 pub use kernels::rows::{MAX_ROWS, WeightLayout, set_weight_prefetch, weight_prefetch};
 pub use ops::{

@@ -1,0 +1,95 @@
+//! Times few-row products at LLaMA-1B shapes: f32 and f16 weights (`rows::matmul_rows`) against
+//! Q8_0 and Q4_K ([`QuantMatrix::matmul_rows`]) on each instruction set.
+//!
+//! ```text
+//! cargo build --workspace --release --all-targets
+//! target/release/examples/quant_speed [iterations]
+//! ```
+
+use half::f16;
+use janus_kernels::WeightLayout;
+use janus_kernels::quant::{QuantIsa, QuantKind, QuantMatrix};
+use janus_kernels::rows::{Weights, matmul_rows};
+use std::time::Instant;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005) | 1;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect()
+}
+
+/// Median milliseconds of `iters` calls after two warm-up calls.
+fn time(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    f();
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[iters / 2]
+}
+
+fn main() {
+    let iters: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    println!(
+        "threads {}, best ISA {:?}, median of {iters}",
+        rayon::current_num_threads(),
+        QuantIsa::detect()
+    );
+    println!(
+        "{:<11} {:>2} {:<22} {:>9} {:>8}",
+        "shape", "m", "weights", "ms", "GB/s"
+    );
+    for (n, k) in [(2048usize, 2048usize), (5632, 2048)] {
+        let w = values(n * k, 1);
+        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let q8 = QuantMatrix::quantize(QuantKind::Q8_0, &w, n, k).unwrap();
+        let q4 = QuantMatrix::quantize(QuantKind::Q4K, &w, n, k).unwrap();
+        for m in [1usize, 2, 4] {
+            let x = values(m * k, 2);
+            let line = |name: &str, bytes: usize, ms: f64| {
+                println!(
+                    "{:<11} {m:>2} {name:<22} {ms:>9.3} {:>8.1}",
+                    format!("{n}x{k}"),
+                    bytes as f64 / ms / 1e6
+                );
+            };
+            let ms = time(iters, || {
+                std::hint::black_box(
+                    matmul_rows(&x, m, Weights::F32(&w), WeightLayout::OutIn, k, n).unwrap(),
+                );
+            });
+            line("f32", n * k * 4, ms);
+            let ms = time(iters, || {
+                std::hint::black_box(
+                    matmul_rows(&x, m, Weights::F16(&wh), WeightLayout::OutIn, k, n).unwrap(),
+                );
+            });
+            line("f16", n * k * 2, ms);
+            for (q, name) in [(&q8, "q8_0"), (&q4, "q4_K")] {
+                for isa in [QuantIsa::Portable, QuantIsa::Avx2, QuantIsa::Avx512Vnni] {
+                    if isa.supported() != isa {
+                        continue;
+                    }
+                    let ms = time(iters, || {
+                        std::hint::black_box(q.matmul_rows_with(isa, &x, m).unwrap());
+                    });
+                    line(&format!("{name} {isa:?}"), q.bytes().len(), ms);
+                }
+            }
+        }
+    }
+}
