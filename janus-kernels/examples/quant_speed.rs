@@ -1,4 +1,4 @@
-//! Times few-row products at LLaMA-1B shapes: f32 and f16 weights (`rows::matmul_rows`) against
+//! Times few-row products at LLaMA-1B shapes: f32 and f16 weights (`profiling::matmul_rows_with`) against
 //! Q8_0 and Q4_K ([`QuantMatrix::matmul_rows`]) on each instruction set.
 //!
 //! ```text
@@ -8,8 +8,8 @@
 
 use half::f16;
 use janus_kernels::WeightLayout;
+use janus_kernels::profiling::{Isa, Weights, matmul_rows_with};
 use janus_kernels::quant::{QuantIsa, QuantKind, QuantMatrix};
-use janus_kernels::rows::{Weights, matmul_rows};
 use std::time::Instant;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -69,13 +69,31 @@ fn main() {
             };
             let ms = time(iters, || {
                 std::hint::black_box(
-                    matmul_rows(&x, m, Weights::F32(&w), WeightLayout::OutIn, k, n).unwrap(),
+                    matmul_rows_with(
+                        Isa::detect(),
+                        &x,
+                        m,
+                        Weights::F32(&w),
+                        WeightLayout::OutIn,
+                        k,
+                        n,
+                    )
+                    .unwrap(),
                 );
             });
             line("f32", n * k * 4, ms);
             let ms = time(iters, || {
                 std::hint::black_box(
-                    matmul_rows(&x, m, Weights::F16(&wh), WeightLayout::OutIn, k, n).unwrap(),
+                    matmul_rows_with(
+                        Isa::detect(),
+                        &x,
+                        m,
+                        Weights::F16(&wh),
+                        WeightLayout::OutIn,
+                        k,
+                        n,
+                    )
+                    .unwrap(),
                 );
             });
             line("f16", n * k * 2, ms);
