@@ -137,7 +137,7 @@ fn shape(kind: &str, colour: [u8; 3]) -> RgbImage {
         let inside = match kind {
             "circle" => dx * dx + dy * dy <= 100,
             "square" => dx.abs() <= 9 && dy.abs() <= 9,
-            _ => y >= 6 && y <= 26 && (dx.abs() as u32) * 2 <= y - 6,
+            _ => (6..=26).contains(&y) && dx.unsigned_abs() * 2 <= y - 6,
         };
         if inside {
             Rgb(colour)
