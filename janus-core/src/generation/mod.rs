@@ -89,7 +89,7 @@ impl Janus {
     ///
     /// [`JanusError::InvalidOption`], [`JanusError::EmptyPrompt`] for a blank prompt,
     /// [`JanusError::Cancelled`], and the errors of
-    /// [`JanusModel::generate_image_codes`].
+    /// [`JanusModel::generate_image_codes`](crate::JanusModel::generate_image_codes).
     pub fn generate_images<S: AsRef<str>>(
         &self,
         prompts: &[S],

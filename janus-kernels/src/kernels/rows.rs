@@ -152,7 +152,7 @@ pub fn matmul_rows(
     matmul_rows_with(Isa::detect(), x, rows, weights, layout, d_in, d_out)
 }
 
-/// [`matmul_rows`] with the instruction set chosen by the caller (tests compare both).
+/// `matmul_rows` with the instruction set chosen by the caller (tests compare both).
 /// Asking for [`Isa::Avx2`] on a CPU without it falls back to [`Isa::Portable`].
 pub fn matmul_rows_with(
     isa: Isa,
