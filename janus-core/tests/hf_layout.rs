@@ -12,8 +12,8 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use burn_store::ModuleSnapshot;
 use janus_core::processor::{ImageProcessorConfig, Processor};
 use janus_core::{Janus, JanusConfig, JanusError, JanusModel, LoadOptions, ModelLayout};
-use janus_testutil::read_goldens;
-use safetensors::{Dtype, SafeTensors};
+use janus_testutil::{read_goldens, read_safetensors_raw as tensors};
+use safetensors::Dtype;
 use tempfile::TempDir;
 
 fn fixture(name: &str) -> PathBuf {
@@ -49,11 +49,7 @@ fn llm_logits(model: &JanusModel) -> Vec<f32> {
     let g = read_goldens(&original().join("goldens/llm.safetensors"));
     let (ids, mask) = (&g["input_ids"], &g["attention_mask"]);
     let (b, t) = (ids.shape[0], ids.shape[1]);
-    let rows: Vec<Vec<bool>> = mask
-        .ints
-        .chunks(t)
-        .map(|r| r.iter().map(|m| *m != 0).collect())
-        .collect();
+    let rows = mask.mask_rows();
     let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids.ints.clone(), [b, t]), &device);
     model
         .language_model
@@ -63,16 +59,6 @@ fn llm_logits(model: &JanusModel) -> Vec<f32> {
         .into_data()
         .try_to_vec::<f32>()
         .unwrap()
-}
-
-/// The tensors of a safetensors file: key → (shape, bytes).
-fn tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
-        .collect()
 }
 
 fn write(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>) {

@@ -158,11 +158,7 @@ fn llm_logits(model: &JanusModel) -> (Vec<f32>, f64) {
     let g = read_goldens(&tiny().join("goldens/llm.safetensors"));
     let (ids, mask, reference) = (&g["input_ids"], &g["attention_mask"], &g["logits"]);
     let (b, t, v) = (ids.shape[0], ids.shape[1], reference.shape[2]);
-    let rows: Vec<Vec<bool>> = mask
-        .ints
-        .chunks(t)
-        .map(|r| r.iter().map(|m| *m != 0).collect())
-        .collect();
+    let rows = mask.mask_rows();
     let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids.ints.clone(), [b, t]), &device);
     let out = model
         .language_model

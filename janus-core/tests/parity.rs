@@ -83,11 +83,7 @@ fn parity_llm() {
         let reference = &g["logits"];
         let (b, t) = (ids.shape[0], ids.shape[1]);
         let v = reference.shape[2];
-        let rows: Vec<Vec<bool>> = mask
-            .ints
-            .chunks(t)
-            .map(|r| r.iter().map(|m| *m != 0).collect())
-            .collect();
+        let rows = mask.mask_rows();
         for weights in weight_dirs(&dir) {
             for dtype in [DType::F32, DType::BF16, DType::F16] {
                 if !device_supports(&device, dtype) {

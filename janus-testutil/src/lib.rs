@@ -179,6 +179,28 @@ impl Golden {
             self.ints.iter().map(|&v| v as f64).collect()
         }
     }
+
+    /// A `[B, T]` 0/1 mask as one `bool` per position, row by row (the padding masks the
+    /// models take).
+    pub fn mask_rows(&self) -> Vec<Vec<bool>> {
+        let t = self.shape.last().copied().unwrap_or(0).max(1);
+        self.ints
+            .chunks(t)
+            .map(|r| r.iter().map(|m| *m != 0).collect())
+            .collect()
+    }
+}
+
+/// Every tensor of a safetensors file as key → (shape, raw little-endian bytes), for tests that
+/// compare written files byte for byte.
+pub fn read_safetensors_raw(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    SafeTensors::deserialize(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
+        .collect()
 }
 
 /// Reads every tensor of a golden safetensors file (f32, i64, u8 or bool).

@@ -9,10 +9,9 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use burn_store::ModuleSnapshot;
 use janus_core::checkpoint::remap::is_ignored;
 use janus_core::{Janus, JanusModel, LoadOptions, ModelLayout};
-use janus_testutil::read_goldens;
+use janus_testutil::{read_goldens, read_safetensors_raw as tensors};
 use janus_train::config::TrainConfig;
 use janus_train::export::{ExportOptions, export_model_dir_as};
-use safetensors::SafeTensors;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,11 +44,7 @@ fn logits(model: &JanusModel) -> Vec<f32> {
     let g = read_goldens(&fixture("tiny-janus").join("goldens/llm.safetensors"));
     let (ids, mask) = (&g["input_ids"], &g["attention_mask"]);
     let (b, t) = (ids.shape[0], ids.shape[1]);
-    let rows: Vec<Vec<bool>> = mask
-        .ints
-        .chunks(t)
-        .map(|r| r.iter().map(|m| *m != 0).collect())
-        .collect();
+    let rows = mask.mask_rows();
     let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids.ints.clone(), [b, t]), &device);
     model
         .language_model
@@ -59,16 +54,6 @@ fn logits(model: &JanusModel) -> Vec<f32> {
         .into_data()
         .try_to_vec::<f32>()
         .unwrap()
-}
-
-/// key → (shape, bytes) of a safetensors file.
-fn tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
-        .collect()
 }
 
 fn config_json(dir: &Path) -> serde_json::Value {
