@@ -12,10 +12,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use burn::tensor::DType;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use janus_core::{Janus, LoadOptions, save_images};
+use janus_core::{Janus, save_images};
 
 #[derive(Parser)]
 #[command(about = "Generate images from text prompts with a Janus model")]
@@ -37,21 +36,18 @@ struct Args {
     /// Output directory (created if missing).
     #[arg(long, default_value = "generated")]
     out: PathBuf,
-    /// Parameter dtype.
-    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_dtype)]
-    dtype: DType,
+    /// Parameters: f32, bf16, f16, or the language model's linear layers quantised to q8_0 or
+    /// q4_k (docs/quantization.md).
+    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_precision)]
+    dtype: janus_cli::Precision,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = args.model.unwrap_or_else(janus_cli::bundled_model_dir);
-    let dtype = args.dtype;
     let device = janus_cli::default_device();
     let start = Instant::now();
-    let options = LoadOptions {
-        dtype,
-        ..Default::default()
-    };
+    let options = args.dtype.load_options();
     let janus = Janus::load(&dir, &options, &device)
         .with_context(|| format!("loading {}", dir.display()))?;
     let (h, w) = janus.image_grid();

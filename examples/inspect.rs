@@ -9,9 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::module::Module;
-use burn::tensor::DType;
 use clap::Parser;
-use janus_core::{CheckpointLayout, JanusModel, LoadOptions};
+use janus_core::{CheckpointLayout, JanusModel};
 
 #[derive(Parser)]
 #[command(
@@ -24,9 +23,10 @@ struct Args {
     /// Read weights from this directory instead (e.g. tests/fixtures/tiny-janus/torch-bf16).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Parameter dtype after loading.
-    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_dtype)]
-    dtype: DType,
+    /// Parameters: f32, bf16, f16, or the language model's linear layers quantised to q8_0 or
+    /// q4_k (docs/quantization.md).
+    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_precision)]
+    dtype: janus_cli::Precision,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,10 +35,8 @@ fn main() -> anyhow::Result<()> {
     let dtype = args.dtype;
     let device = janus_cli::default_device();
     let layout = CheckpointLayout::discover(args.weights.as_deref().unwrap_or(&dir))?;
-    let options = LoadOptions {
-        dtype,
-        weights_dir: args.weights,
-    };
+    let mut options = dtype.load_options();
+    options.weights_dir = args.weights;
     let (model, config, report) = JanusModel::load(&dir, &options, &device)
         .with_context(|| format!("loading {}", dir.display()))?;
 
@@ -55,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     let source = report
         .source_dtype
         .map_or("?".to_string(), |d| format!("{d:?}"));
-    println!("dtype:           {source} in the files, {dtype:?} in memory");
+    println!("dtype:           {source} in the files, {dtype} in memory");
     println!(
         "tensors:         {} loaded, {} ignored (unused by inference)",
         report.applied, report.ignored

@@ -10,7 +10,6 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use clap::Parser;
-use janus_core::LoadOptions;
 use janus_core::processor::load_image;
 
 #[derive(Parser)]
@@ -33,13 +32,17 @@ struct Args {
     stop_strings: Vec<String>,
     #[command(flatten)]
     sampling: janus_cli::SamplingArgs,
+    /// Parameters: f32, bf16, f16, or the language model's linear layers quantised to q8_0 or
+    /// q4_k (docs/quantization.md).
+    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_precision)]
+    dtype: janus_cli::Precision,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = args.model.unwrap_or_else(janus_cli::bundled_model_dir);
     let device = janus_cli::default_device();
-    let janus = janus_cli::load_with_spinner(&dir, &LoadOptions::default(), &device)?;
+    let janus = janus_cli::load_with_spinner(&dir, &args.dtype.load_options(), &device)?;
     let images = args
         .images
         .iter()

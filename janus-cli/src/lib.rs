@@ -112,6 +112,53 @@ pub fn parse_dtype(name: &str) -> Result<burn::tensor::DType, String> {
     }
 }
 
+/// The parameter precision named by `--dtype`: a float dtype, or a quantised tier whose
+/// language-model linear layers are stored in GGML blocks while the rest stays in f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Precision {
+    /// Float dtype of the parameters that are not quantised.
+    pub dtype: burn::tensor::DType,
+    /// The quantised tier, if any.
+    pub quant: Option<janus_core::QuantScheme>,
+}
+
+impl Precision {
+    /// The name [`parse_precision`] takes for it.
+    pub fn name(&self) -> &'static str {
+        match self.quant {
+            Some(q) => q.name(),
+            None => dtype_name(self.dtype),
+        }
+    }
+
+    /// Load options for this precision.
+    pub fn load_options(&self) -> janus_core::LoadOptions {
+        janus_core::LoadOptions::default()
+            .with_dtype(self.dtype)
+            .with_quant(self.quant)
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The precision named on the command line: `f32`, `bf16`, `f16`, or the quantised tiers
+/// `q8_0` and `q4_k` (docs/quantization.md); clap's `value_parser` for `--dtype`.
+pub fn parse_precision(name: &str) -> Result<Precision, String> {
+    if let Some(quant) = janus_core::QuantScheme::from_name(name) {
+        return Ok(Precision {
+            dtype: burn::tensor::DType::F32,
+            quant: Some(quant),
+        });
+    }
+    parse_dtype(name)
+        .map(|dtype| Precision { dtype, quant: None })
+        .map_err(|_| format!("unknown dtype `{name}`: use f32, bf16, f16, q8_0 or q4_k"))
+}
+
 /// The name [`parse_dtype`] takes for `dtype` (`f32` for any dtype it does not name).
 pub fn dtype_name(dtype: burn::tensor::DType) -> &'static str {
     use burn::tensor::DType;
@@ -158,6 +205,13 @@ mod tests {
         for name in ["f32", "bf16", "f16"] {
             assert_eq!(dtype_name(parse_dtype(name).unwrap()), name);
         }
+        for name in ["f32", "bf16", "f16", "q8_0", "q4_k"] {
+            assert_eq!(parse_precision(name).unwrap().name(), name);
+        }
+        let q = parse_precision("q4_k").unwrap();
+        assert_eq!(q.load_options().quant, Some(janus_core::QuantScheme::Q4K));
+        assert_eq!(q.load_options().dtype, burn::tensor::DType::F32);
+        assert!(parse_precision("q5_k").unwrap_err().contains("q4_k"));
         let err = parse_dtype("fp8").unwrap_err();
         assert!(err.contains("fp8") && err.contains("bf16"), "{err}");
     }

@@ -134,6 +134,23 @@ pub enum JanusError {
         /// Why not.
         reason: &'static str,
     },
+    /// Quantised weights were asked for on an autodiff (training) device.
+    #[error("{scheme} weights are for inference: load the model without quantisation to train it")]
+    QuantTraining {
+        /// The tier asked for.
+        scheme: janus_llm::QuantScheme,
+    },
+    /// Image generation was asked of a model quantised to a tier whose generation accuracy
+    /// gate failed (docs/quantization.md).
+    #[error(
+        "image generation is refused at {scheme}: {reason}; load the model without quantisation (or at q8_0) to draw"
+    )]
+    QuantRefusedForGeneration {
+        /// The model's tier.
+        scheme: janus_llm::QuantScheme,
+        /// The measured reason.
+        reason: &'static str,
+    },
     /// The batch has a different number of image placeholders than image embedding slots.
     #[error("{placeholders} image placeholder tokens but {image_tokens} image embeddings")]
     ImageTokenMismatch {

@@ -21,7 +21,7 @@ pub use generation::{
 };
 pub use generation_config::GenerationConfig;
 pub use janus::Janus;
-pub use janus_llm::SamplingOptions;
+pub use janus_llm::{QuantScheme, SamplingOptions};
 pub use model::{JanusModel, LoadOptions, check_param_dtype};
 pub use processor::ChatRoles;
 pub use understanding::{Answer, AnswerOptions, Chat, StopReason};

@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::nn::Embedding;
 use burn::tensor::{DType, Device};
 use janus_adapters::{GenEmbedConfig, GenHead, GenHeadConfig, MlpProjector, MlpProjectorConfig};
-use janus_llm::LlamaForCausalLM;
+use janus_llm::{LlamaForCausalLM, QuantScheme};
 use janus_siglip::{SiglipConfig, SiglipVisionTower};
 use janus_vq::{VqConfig, VqModel};
 
@@ -41,6 +41,10 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Read the weights from here instead of the model directory (same layouts).
     pub weights_dir: Option<PathBuf>,
+    /// Quantise the language model's linear layers to this tier while loading, one checkpoint
+    /// shard at a time (the rest of the model stays in `dtype`). Inference only: refused on an
+    /// autodiff device.
+    pub quant: Option<QuantScheme>,
 }
 
 impl Default for LoadOptions {
@@ -48,7 +52,28 @@ impl Default for LoadOptions {
         Self {
             dtype: DType::F32,
             weights_dir: None,
+            quant: None,
         }
+    }
+}
+
+impl LoadOptions {
+    /// These options with parameters in `dtype`.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// These options with the language model's linear layers quantised to `quant`.
+    pub fn with_quant(mut self, quant: Option<QuantScheme>) -> Self {
+        self.quant = quant;
+        self
+    }
+
+    /// These options reading the weights from `dir`.
+    pub fn with_weights_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.weights_dir = Some(dir.into());
+        self
     }
 }
 
@@ -146,11 +171,26 @@ impl JanusModel {
         device: &Device,
     ) -> Result<(Self, JanusConfig, LoadReport), JanusError> {
         check_param_dtype(device, options.dtype)?;
+        if let Some(scheme) = options.quant
+            && device.is_autodiff()
+        {
+            return Err(JanusError::QuantTraining { scheme });
+        }
         let dir = dir.as_ref();
         let config = JanusConfig::from_dir(dir)?;
         let layout = CheckpointLayout::discover(options.weights_dir.as_deref().unwrap_or(dir))?;
         let mut model = Self::init(&config, device)?;
-        let report = load_checkpoint(&mut model, &layout, config.layout, options.dtype)?;
+        let report = load_checkpoint(
+            &mut model,
+            &layout,
+            config.layout,
+            options.dtype,
+            |model: &mut JanusModel| match options.quant {
+                // Each shard's layers are quantised as soon as they are read.
+                Some(scheme) => model.language_model.quantize(scheme).map(|_| ()),
+                None => Ok(()),
+            },
+        )?;
         Ok((model, config, report))
     }
 }

@@ -360,6 +360,7 @@ fn bf16_checkpoint_loads_in_requested_dtype() {
             LoadOptions {
                 weights_dir: Some(weights.clone()),
                 dtype: DType::BF16,
+                ..Default::default()
             },
         ),
     ] {

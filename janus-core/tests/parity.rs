@@ -92,6 +92,7 @@ fn parity_llm() {
                 let options = LoadOptions {
                     weights_dir: Some(weights.clone()),
                     dtype,
+                    ..Default::default()
                 };
                 let (model, _, _) = JanusModel::load(&dir, &options, &device).unwrap();
                 let logits = model

@@ -1,7 +1,9 @@
 //! Layer forwards that pick a path by shape: the thresholds measured on the model's shapes live
 //! here, so the component crates call one function per layer.
 
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::quant::QuantMatrix;
 
 use crate::kernels::rows::{MAX_ROWS, WeightLayout};
 use crate::ops::{ConvAlgorithm, burn_conv3x3, conv3x3_with, matmul_t};
@@ -69,6 +71,46 @@ pub fn linear<const D: usize>(
     }
 }
 
+/// A linear layer's forward over a block-quantised weight, `x · Wᵀ`, in `x`'s dtype:
+/// [`QuantMatrix::matmul_t`] on `x`'s values (the integer kernels for up to
+/// [`crate::quant::MAX_QUANT_ROWS`] rows, dequantised panels and the f32 GEMM for more).
+///
+/// The kernels run on the host: on a CPU device that is where `x` already lies; on another
+/// device the activations make a round trip through host memory. Gradients do not flow through
+/// it (quantised weights are for inference).
+///
+/// # Shapes
+/// - x: `[..., d_in]`; weight: `[d_out, d_in]`
+/// - output: `[..., d_out]`
+///
+/// # Panics
+/// When `x`'s last axis is not `d_in`, as burn's products do on mismatched widths.
+pub fn quant_linear<const D: usize>(x: Tensor<D>, weight: &QuantMatrix) -> Tensor<D> {
+    let (d_in, d_out) = (weight.cols(), weight.rows());
+    let mut dims = x.dims();
+    assert_eq!(
+        dims.last(),
+        Some(&d_in),
+        "quant_linear: input width {:?} against a weight of {d_in} columns",
+        dims.last()
+    );
+    let rows = x.shape().num_elements() / d_in.max(1);
+    let (dtype, device) = (x.dtype(), x.device());
+    let values: Vec<f32> = match x.cast(DType::F32).into_data().try_into_vec::<f32>() {
+        Ok(v) => v,
+        Err(e) => unreachable!("an f32 tensor's data is f32: {e:?}"),
+    };
+    let y = match weight.matmul_t(&values, rows) {
+        Ok(y) => y,
+        Err(e) => unreachable!("lengths checked above: {e}"),
+    };
+    if let Some(last) = dims.last_mut() {
+        *last = d_out;
+    }
+    let y = Tensor::<D>::from_data(TensorData::new(y, dims), &device);
+    if y.dtype() == dtype { y } else { y.cast(dtype) }
+}
+
 /// The few-row kernel's product, where it applies to `x`'s row count and dtypes.
 fn few_rows_kernel(x: &Tensor<2>, weight: &Tensor<2>, layout: WeightLayout) -> Option<Tensor<2>> {
     #[cfg(feature = "flex")]
@@ -109,4 +151,34 @@ pub fn conv3x3(x: Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>) -> Te
 /// The kernel's algorithm for maps `width` wide, or `None` where burn's convolution is faster.
 fn conv_algorithm(width: usize) -> Option<ConvAlgorithm> {
     (width >= WINOGRAD_MIN_WIDTH).then_some(ConvAlgorithm::Winograd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::QuantKind;
+    use burn::tensor::Device;
+
+    #[test]
+    fn quant_linear_keeps_leading_axes_and_the_input_dtype() {
+        let device = Device::flex();
+        let (n, k) = (40, 64);
+        let w: Vec<f32> = crate::kernels::test_values(n * k, 3);
+        let q = QuantMatrix::quantize(QuantKind::Q8_0, &w, n, k).unwrap();
+        for rows in [1usize, 2, 6] {
+            let x = crate::kernels::test_values(rows * k, 9 + rows as u64);
+            let want = q.matmul_t(&x, rows).unwrap();
+            let input = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, rows, k]), &device);
+            let y = quant_linear(input, &q);
+            assert_eq!(y.dims(), [1, rows, n]);
+            assert_eq!(y.dtype(), DType::F32);
+            assert_eq!(y.into_data().try_into_vec::<f32>().unwrap(), want);
+
+            let half =
+                Tensor::<2>::from_data(TensorData::new(x, [rows, k]), &device).cast(DType::F16);
+            let y = quant_linear(half, &q);
+            assert_eq!(y.dtype(), DType::F16);
+            assert_eq!(y.dims(), [rows, n]);
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod decoder_layer;
 mod linear;
 mod mlp;
 mod model;
+mod quant;
 mod rms_norm;
 mod rope;
 mod sampling;
@@ -19,6 +20,7 @@ pub use decoder_layer::{LlamaDecoderLayer, LlamaDecoderLayerConfig};
 pub use linear::{LlamaLinear, LlamaLinearConfig};
 pub use mlp::{LlamaMlp, LlamaMlpConfig};
 pub use model::{LlamaForCausalLM, LlamaModel};
+pub use quant::{LinearRole, QuantScheme};
 pub use rms_norm::{LlamaRmsNorm, LlamaRmsNormConfig};
 pub use rope::{RotaryEmbedding, positions_from_mask};
 pub use sampling::{Sampler, SamplingOptions, sample_from_uniform};
@@ -100,6 +102,22 @@ pub enum LlmError {
         row: usize,
         /// The value given.
         value: f64,
+    },
+    /// A linear layer could not be quantised.
+    #[error("cannot quantise `{layer}`: {source}")]
+    Quant {
+        /// The layer's module path (`model.layers.3.mlp.down_proj`).
+        layer: String,
+        /// Why.
+        source: janus_kernels::quant::QuantError,
+    },
+    /// The model was already quantised to another tier.
+    #[error("the model is already quantised to {have}; cannot quantise it to {want}")]
+    QuantSchemeMismatch {
+        /// The tier it has.
+        have: QuantScheme,
+        /// The tier asked for.
+        want: QuantScheme,
     },
     /// The backend could not read the logits back to the host.
     #[error("could not read logits: {0}")]

@@ -1,8 +1,10 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use janus_kernels::WeightLayout;
+use janus_kernels::quant::{QuantError, QuantKind, QuantMatrix};
+use std::sync::Arc;
 
 /// Configuration of [`LlamaLinear`].
 #[derive(Config, Debug)]
@@ -22,12 +24,19 @@ pub struct LlamaLinearConfig {
 ///
 /// When the weight carries a burn LoRA adapter (`Param::adapter`), `lora_dropout` applies
 /// PEFT's LoRA dropout: the low-rank branch sees `drop(x)` while the base weight sees `x`.
+///
+/// [`LlamaLinear::quantize`] replaces the weight by GGML blocks ([`QuantMatrix`]) for
+/// inference: `weight` is then an empty `[0, d_input]` tensor and the product runs on the
+/// quantised bytes.
 #[derive(Module, Debug)]
 pub struct LlamaLinear {
-    /// `[d_output, d_input]`, as in the checkpoint.
+    /// `[d_output, d_input]`, as in the checkpoint (`[0, d_input]` once quantised).
     pub weight: Param<Tensor<2>>,
     /// Dropout probability on the input of the LoRA branch, while training (0: none).
     pub lora_dropout: f64,
+    /// The weight in GGML blocks, once quantised; shared by clones of the model.
+    #[module(skip)]
+    quant: Option<Arc<QuantMatrix>>,
 }
 
 impl LlamaLinearConfig {
@@ -45,19 +54,72 @@ impl LlamaLinearConfig {
                 device,
             ),
             lora_dropout: 0.0,
+            quant: None,
         }
     }
 }
 
 impl LlamaLinear {
+    /// A layer over `weight` (`[d_output, d_input]`).
+    pub fn from_weight(weight: Tensor<2>) -> Self {
+        LlamaLinear {
+            weight: Param::from_tensor(weight),
+            lora_dropout: 0.0,
+            quant: None,
+        }
+    }
+
     /// Output width (`d_output`), read without initialising the weight.
     pub fn d_output(&self) -> usize {
-        self.weight.lazy_shape()[0]
+        match &self.quant {
+            Some(q) => q.rows(),
+            None => self.weight.lazy_shape()[0],
+        }
     }
 
     /// Input width (`d_input`), read without initialising the weight.
     pub fn d_input(&self) -> usize {
         self.weight.lazy_shape()[1]
+    }
+
+    /// The quantised weight, when [`LlamaLinear::quantize`] or [`LlamaLinear::set_quantized`]
+    /// replaced the float one.
+    pub fn quantized(&self) -> Option<&QuantMatrix> {
+        self.quant.as_deref()
+    }
+
+    /// Whether the float weight holds values (loaded or drawn) and has not been quantised.
+    pub fn has_float_weight(&self) -> bool {
+        self.quant.is_none() && self.weight.is_initialized()
+    }
+
+    /// Quantises the weight into `kind` ([`QuantKind::for_row_width`]: Q4_K falls back to Q8_0
+    /// on rows that are not whole super-blocks) and frees the float weight. Returns the format
+    /// used. Already quantised: nothing changes.
+    pub fn quantize(&mut self, kind: QuantKind) -> Result<QuantKind, QuantError> {
+        if let Some(q) = &self.quant {
+            return Ok(q.kind());
+        }
+        let shape = self.weight.lazy_shape();
+        let (rows, cols) = (shape[0], shape[1]);
+        let kind = kind.for_row_width(cols)?;
+        let values = self.weight.val().cast(DType::F32).into_data();
+        let values: Vec<f32> = match values.try_into_vec::<f32>() {
+            Ok(v) => v,
+            Err(e) => unreachable!("an f32 tensor's data is f32: {e:?}"),
+        };
+        let q = QuantMatrix::quantize(kind, &values, rows, cols)?;
+        self.set_quantized(q);
+        Ok(kind)
+    }
+
+    /// Installs an already quantised `[d_output, d_input]` weight (read from a quantised model
+    /// directory), freeing the float one.
+    pub fn set_quantized(&mut self, weight: QuantMatrix) {
+        let device = self.weight.lazy_device();
+        let empty = Tensor::<2>::zeros([0, weight.cols()], &device);
+        self.weight = Param::initialized(self.weight.id, empty);
+        self.quant = Some(Arc::new(weight));
     }
 
     /// `x · Wᵀ`, through [`janus_kernels::nn::linear`]: up to [`janus_kernels::MAX_ROWS`] rows (a decode
@@ -71,6 +133,9 @@ impl LlamaLinear {
     /// - x: `[..., d_input]`
     /// - output: `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if let Some(q) = &self.quant {
+            return janus_kernels::nn::quant_linear(x, q);
+        }
         let y = janus_kernels::nn::linear(x.clone(), &self.weight.val(), None, WeightLayout::OutIn);
         match self.lora_dropout_branch(x) {
             Some(correction) => {
@@ -112,13 +177,10 @@ mod tests {
     #[test]
     fn computes_x_times_w_transposed_for_any_row_count() {
         let device = Device::flex();
-        let layer = LlamaLinear {
-            weight: Param::from_tensor(Tensor::from_data(
-                TensorData::from([[1.0f32, 2.0, 3.0], [0.0, -1.0, 0.5]]),
-                &device,
-            )),
-            lora_dropout: 0.0,
-        };
+        let layer = LlamaLinear::from_weight(Tensor::from_data(
+            TensorData::from([[1.0f32, 2.0, 3.0], [0.0, -1.0, 0.5]]),
+            &device,
+        ));
         for rows in [1usize, 2, 5, 9] {
             let x: Vec<f32> = (0..rows * 3).map(|i| i as f32).collect();
             let input = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, rows, 3]), &device);

@@ -34,6 +34,9 @@ pub struct LlamaForCausalLM {
     pub model: LlamaModel,
     /// `D → V`, no bias.
     pub lm_head: LlamaLinear,
+    /// The tier the linear layers were quantised to ([`LlamaForCausalLM::quantize`]).
+    #[module(skip)]
+    pub(crate) quant: Option<crate::QuantScheme>,
 }
 
 impl LlamaConfig {
@@ -60,6 +63,7 @@ impl LlamaConfig {
         Ok(LlamaForCausalLM {
             model: self.init_model(device)?,
             lm_head: LlamaLinearConfig::new(self.hidden_size, self.vocab_size).init(device),
+            quant: None,
         })
     }
 }

@@ -6,9 +6,8 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::DType;
 use clap::Parser;
-use janus_core::{Janus, LoadOptions};
+use janus_core::Janus;
 use janus_server::{Server, ServerConfig};
 
 #[derive(Parser)]
@@ -23,9 +22,10 @@ struct Args {
     /// Port to listen on.
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Parameter dtype: f32, f16 or bf16.
-    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_dtype)]
-    dtype: DType,
+    /// Parameters: f32, bf16, f16, or the language model's linear layers quantised to q8_0 or
+    /// q4_k (docs/quantization.md).
+    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_precision)]
+    dtype: janus_cli::Precision,
     /// Require `Authorization: Bearer KEY` on the API (the page and /health stay public).
     #[arg(long)]
     api_key: Option<String>,
@@ -75,10 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .test_step_delay_ms
         .map(std::time::Duration::from_millis);
     let server = Server::new(config);
-    let options = LoadOptions {
-        dtype: args.dtype,
-        ..LoadOptions::default()
-    };
+    let options = args.dtype.load_options();
     let load_dir = dir.clone();
     server.start(move || Janus::load(&load_dir, &options, &janus_cli::default_device()));
 

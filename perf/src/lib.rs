@@ -100,10 +100,29 @@ pub struct Workload {
 impl Workload {
     /// Builds the model with `JanusModel::init` and materialises every parameter in `dtype`.
     pub fn new(config: JanusConfig, dtype: DType, device: Device) -> anyhow::Result<Self> {
+        Self::with_quant(config, dtype, None, device)
+    }
+
+    /// [`Workload::new`], with the language model's linear layers quantised to `quant` (each
+    /// drawn in f32 and quantised before the next is drawn, as a checkpoint load does shard by
+    /// shard).
+    pub fn with_quant(
+        config: JanusConfig,
+        dtype: DType,
+        quant: Option<janus_core::QuantScheme>,
+        device: Device,
+    ) -> anyhow::Result<Self> {
         janus_cli::tune_allocator();
         janus_core::check_param_dtype(&device, dtype)?;
         device.seed(0);
-        let model = JanusModel::init(&config, &device)?.map(&mut Materialise(dtype));
+        let mut model = JanusModel::init(&config, &device)?;
+        if let Some(scheme) = quant {
+            let layers = config.language.num_hidden_layers;
+            for (role, _, linear) in model.language_model.linears_mut() {
+                linear.quantize(scheme.kind_for(role, layers))?;
+            }
+        }
+        let model = model.map(&mut Materialise(dtype));
         let workload = Self {
             model,
             config,

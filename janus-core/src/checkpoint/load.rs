@@ -118,12 +118,14 @@ fn read_tensors(
 /// file provides is an error naming the checkpoint key; so is a tensor named in the other
 /// layout (a half-converted directory). Shards are read one at a time, so a conversion needs
 /// the converted model plus one shard in memory; the parts of a fused parameter are joined
-/// when its last part has been read.
-pub fn load_checkpoint<M: ModuleSnapshot>(
+/// when its last part has been read. `after_file` runs on the module after each file has been
+/// applied (the model loader quantises what that shard brought).
+pub fn load_checkpoint<M: ModuleSnapshot, E: Into<JanusError>>(
     module: &mut M,
     layout: &CheckpointLayout,
     naming: ModelLayout,
     dtype: DType,
+    mut after_file: impl FnMut(&mut M) -> Result<(), E>,
 ) -> Result<LoadReport, JanusError> {
     let expected = expected_shapes(module);
     let mut seen = BTreeSet::new();
@@ -240,6 +242,7 @@ pub fn load_checkpoint<M: ModuleSnapshot>(
             });
         }
         report.applied += result.applied.len();
+        after_file(module).map_err(Into::into)?;
     }
     if let Some((path, parts)) = pending.iter().next() {
         let keys = checkpoint_keys(naming, path);

@@ -358,6 +358,56 @@ impl QuantMatrix {
     }
 }
 
+/// Output rows per dequantised panel in [`QuantMatrix::matmul_t`]: about 4 MB of f32 scratch at
+/// the model's widths, so a panel stays in the last-level cache while the GEMM reads it.
+const PANEL_VALUES: usize = 1 << 20;
+
+impl QuantMatrix {
+    /// `y = x · Wᵀ` for any number of rows `m` (`x` is `[m, cols]`, row-major; `y` is
+    /// `[m, rows]`): the integer kernels of [`QuantMatrix::matmul_rows`] for 1 to
+    /// [`MAX_QUANT_ROWS`] finite rows (decoding), otherwise panels of weight rows dequantised
+    /// into f32 scratch and multiplied by the f32 GEMM (prefill; also any row holding a NaN or
+    /// infinity, which then propagates as in an f32 product).
+    pub fn matmul_t(&self, x: &[f32], m: usize) -> Result<Vec<f32>, QuantError> {
+        check_len("x", m * self.cols, x.len())?;
+        if m == 0 || self.rows == 0 {
+            return Ok(vec![0f32; m * self.rows]);
+        }
+        if m <= MAX_QUANT_ROWS && x.iter().all(|v| v.is_finite()) {
+            return Ok(dot::matmul(QuantIsa::detect(), self, x, m));
+        }
+        let panel = (PANEL_VALUES / self.cols).clamp(64, self.rows.next_multiple_of(64));
+        let mut scratch = vec![0f32; panel.min(self.rows) * self.cols];
+        let mut y = vec![0f32; m * self.rows];
+        let mut start = 0;
+        while start < self.rows {
+            let end = (start + panel).min(self.rows);
+            let n = end - start;
+            let w = &mut scratch[..n * self.cols];
+            self.dequantize_rows_into(start..end, w)?;
+            // The panel is `[n, cols]`; the GEMM wants `[cols, n]`, i.e. its transposed view.
+            let view = crate::kernels::linear::WeightView {
+                values: w,
+                offset: 0,
+                row_stride: 1,
+                col_stride: self.cols,
+            };
+            let part = crate::kernels::linear::linear(x, m, self.cols, view, None, n).ok_or(
+                QuantError::Length {
+                    what: "x",
+                    expected: m * self.cols,
+                    got: x.len(),
+                },
+            )?;
+            for (dst, src) in y.chunks_exact_mut(self.rows).zip(part.chunks_exact(n)) {
+                dst[start..end].copy_from_slice(src);
+            }
+            start = end;
+        }
+        Ok(y)
+    }
+}
+
 fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), QuantError> {
     if expected == got {
         Ok(())
@@ -547,6 +597,38 @@ mod tests {
                     &w.dequantize_row(r).unwrap()[..]
                 );
             }
+        }
+    }
+
+    #[test]
+    fn matmul_t_takes_any_row_count_and_matches_the_dequantised_product() {
+        let (n, k) = (300, 512);
+        for kind in [QuantKind::Q8_0, QuantKind::Q4K] {
+            let w = QuantMatrix::quantize(kind, &gaussian(n * k, 11, 0.02), n, k).unwrap();
+            let deq = w.dequantize_rows(0..n).unwrap();
+            for m in [1usize, 3, 4, 5, 17] {
+                let x = gaussian(m * k, 12 + m as u64, 1.0);
+                let y = w.matmul_t(&x, m).unwrap();
+                let want = reference(&x, m, &deq, n, k);
+                for (r, (g, e)) in y.iter().zip(&want).enumerate() {
+                    // Up to 4 rows the activations are rounded to int8 blocks too.
+                    let tol = if m <= MAX_QUANT_ROWS { 0.05 } else { 1e-4 };
+                    assert!(
+                        (*g as f64 - e).abs() <= tol * (1.0 + e.abs()),
+                        "{kind} m={m} [{r}]: {g} vs {e}"
+                    );
+                }
+                if m <= MAX_QUANT_ROWS {
+                    assert_eq!(y, w.matmul_rows(&x, m).unwrap());
+                }
+            }
+            let mut x = gaussian(2 * k, 5, 1.0);
+            x[k + 7] = f32::NAN;
+            let y = w.matmul_t(&x, 2).unwrap();
+            assert!(y[..n].iter().all(|v| v.is_finite()));
+            assert!(y[n..].iter().all(|v| v.is_nan()), "a NaN row stays NaN");
+            assert!(w.matmul_t(&x[..k + 1], 1).is_err());
+            assert!(w.matmul_t(&[], 0).unwrap().is_empty());
         }
     }
 

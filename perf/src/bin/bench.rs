@@ -14,9 +14,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
-use janus_cli::dtype_name;
 use janus_perf::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms, median, peak_rss_mb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -39,9 +37,10 @@ struct Args {
     /// prefill is then capped by its 512-position context).
     #[arg(long, default_value = "pro-1b", value_parser = ["pro-1b", "pro-7b", "tiny"])]
     shape: String,
-    /// Parameter and activation dtype.
-    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_dtype)]
-    dtype: DType,
+    /// Parameter and activation dtype, or a quantised tier (`q8_0`, `q4_k`: the language
+    /// model's linear layers in GGML blocks, the rest in f32).
+    #[arg(long, default_value = "f32", value_parser = janus_cli::parse_precision)]
+    dtype: janus_cli::Precision,
     /// Threads of the global rayon pool the CPU backend runs on (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -84,7 +83,8 @@ fn main() -> anyhow::Result<()> {
         bail!("--repeats must be at least 1");
     }
     let shape = Shape::parse(&args.shape).context("unknown shape")?;
-    let dtype = args.dtype;
+    let precision = args.dtype;
+    let dtype = precision.dtype;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -100,11 +100,11 @@ fn main() -> anyhow::Result<()> {
     println!(
         "janus-rs bench: shape {}, dtype {}, {threads} thread(s), median of {} run(s) after 1 warm-up",
         shape.name(),
-        dtype_name(dtype),
+        precision,
         args.repeats
     );
     let start = Instant::now();
-    let w = Workload::new(config, dtype, device)?;
+    let w = Workload::with_quant(config, dtype, precision.quant, device)?;
     println!(
         "model: {:.3} B parameters materialised in {:.1} s",
         w.num_params() as f64 / 1e9,
@@ -215,7 +215,7 @@ fn main() -> anyhow::Result<()> {
     println!("peak_rss_mb          {:>10}  (VmHWM)", num(rss, 1));
     println!(
         "{{\"impl\":\"janus-rs\",\"dtype\":\"{}\",\"threads\":{threads},\"vision_ms\":{},\"prefill_ms\":{},\"decode_ms_per_token\":{},\"gen_ms_per_step\":{},\"vq_decode_ms\":{},\"image_s_estimate\":{},\"peak_rss_mb\":{}}}",
-        dtype_name(dtype),
+        precision,
         num(vision_ms, 3),
         num(prefill_ms, 3),
         num(decode_ms, 3),
