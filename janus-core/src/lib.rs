@@ -10,6 +10,7 @@ pub mod generation_config;
 mod janus;
 mod model;
 pub mod processor;
+mod quant_gate;
 mod understanding;
 
 pub use checkpoint::{CheckpointFormat, CheckpointLayout, LoadReport};
@@ -24,6 +25,10 @@ pub use janus::Janus;
 pub use janus_llm::{QuantScheme, SamplingOptions};
 pub use model::{JanusModel, LoadOptions, check_param_dtype};
 pub use processor::ChatRoles;
+pub use quant_gate::{
+    Agreement, AgreementSum, GATE_CFG_WEIGHT, GateLimits, agreement, generation_gate,
+    understanding_gate,
+};
 pub use understanding::{Answer, AnswerOptions, Chat, StopReason};
 
 pub use burn;

@@ -186,6 +186,27 @@ impl Janus {
         self.generate_answers(items, options, &mut on_text)
     }
 
+    /// Teacher forcing: the next-token logits at every position of one conversation, rendered
+    /// in full by the chat template (assistant turns included), for tests and scoring.
+    ///
+    /// # Shapes
+    /// - output: `[T, V]`, row `i` predicting token `i + 1` of the rendered sequence
+    pub fn conversation_logits(
+        &self,
+        conversation: &[Message],
+        images: &[RgbImage],
+    ) -> Result<Tensor<2>, JanusError> {
+        let item = self.processor.process_one(conversation, images)?;
+        let batch = self.processor.batchify(&[item])?;
+        let embeds = self.model.embed_inputs(&batch)?;
+        let logits = self
+            .model
+            .language_model
+            .forward_embeds(embeds, None, None)?;
+        let [_, t, v] = logits.dims();
+        Ok(logits.reshape([t, v]))
+    }
+
     /// The decoding loop shared by every entry point: prefill the batch, then sample one token
     /// per row per step through the KV cache until every row has stopped.
     fn generate_answers(
