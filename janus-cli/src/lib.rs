@@ -11,9 +11,9 @@ pub use device::{default_device, training_device};
 
 /// The programs allocate through mimalloc. With glibc's allocator every freed
 /// block above 32 MiB (a VQ activation at 384², an im2col buffer) goes back to the kernel and the
-/// next one is page-faulted and zeroed again; mimalloc keeps freed memory for reuse. Measured:
-/// SigLIP −8…22 %, VQ decode −1…8 % (docs/perf-notes.md §10). Library crates leave the choice to
-/// the application.
+/// next one is page-faulted and zeroed again; mimalloc keeps freed memory for reuse, which makes
+/// SigLIP and the VQ decode faster (measurements: docs/perf-notes.md §10). Library crates leave
+/// the choice to the application.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,9 +25,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
     libmimalloc_sys::mi_option_use_numa_nodes - 1;
 
 /// Tells mimalloc to keep freed memory instead of returning it to the kernel after a delay: the VQ
-/// decoder frees and reallocates 75 MB activations back to back, and each fresh block is
-/// page-faulted and zeroed again (9.7 % of a VQ decode's samples). Measured: VQ decode −7 %
-/// (docs/perf-notes.md §11). Peak memory is unchanged; memory freed after the peak stays
+/// decoder frees and reallocates 75 MB activations back to back, and each fresh block would be
+/// page-faulted and zeroed again, a visible share of a VQ decode's time (measurements:
+/// docs/perf-notes.md §13). Peak memory is unchanged; memory freed after the peak stays
 /// resident until exit. [`default_device`] calls it; no-op without the `mimalloc` feature.
 pub fn tune_allocator() {
     #[cfg(feature = "mimalloc")]

@@ -128,10 +128,10 @@ fn with_bias(y: Tensor<2>, bias: Option<&Tensor<1>>) -> Tensor<2> {
     }
 }
 
-/// Width from which [`conv3x3`] takes the Winograd kernel: at 96×96 and up it measured 2.9–3.7×
-/// faster than burn-flex's convolution at the VQ decoder's shapes, at 48×48 1.3×; at 24×24 with
-/// 512 channels 1.3× slower (12 tile rows to spread over the threads, each re-reading the 16 MB
-/// of transformed filters), so small maps stay on burn-flex.
+/// Width from which [`conv3x3`] takes the Winograd kernel. From 48×48 up it beats burn-flex's
+/// convolution at the VQ decoder's shapes; a 24×24 map has too few tile rows to spread over the
+/// threads, each re-reading the 16 MB of transformed filters, so small maps stay on burn-flex
+/// (measurements: docs/perf-notes.md §22).
 const WINOGRAD_MIN_WIDTH: usize = 32;
 
 /// A 3×3, stride-1, zero-padding-1 convolution layer's forward: [`crate::conv3x3`]'s Winograd

@@ -114,8 +114,8 @@ pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 /// the statistics (accumulated in f64) and one for `silu(a·x + b)` on both cores. Otherwise
 /// burn's ops, with the per-group sums as matrix products (`x · 1` and `c · cᵀ` for the centred
 /// values `c`): those run as blocked dot products, where a `mean_dim` reduction on burn-flex
-/// sums sequentially (at 128×384×384 about 5× slower and 100× less accurate: max error 2e-4
-/// against 2e-6, from f64), and the affine folded into one per-channel scale and shift,
+/// sums sequentially, slower and less accurate (measurements: docs/perf-notes.md V5), and the
+/// affine folded into one per-channel scale and shift,
 /// `y = c·(γ·rstd) + β`, so the full tensor is touched by one subtraction, one multiplication
 /// and one addition.
 ///
@@ -312,8 +312,8 @@ pub fn cached_attention(
 ///
 /// The cached keys and values are views into buffers preallocated to the cache capacity, so
 /// they are not contiguous; a fused attention kernel may copy them whole at every step (burn-flex
-/// does: a fifth of a decode step, docs/perf-notes.md §5), while a matrix product takes the
-/// strided views as they are. Query heads sharing a key/value head (GQA) are stacked as extra
+/// does, at a large share of a decode step: docs/perf-notes.md §5), while a matrix product takes
+/// the strided views as they are. Query heads sharing a key/value head (GQA) are stacked as extra
 /// query rows. The softmax runs in f32, like the reference's eager attention.
 ///
 /// # Shapes

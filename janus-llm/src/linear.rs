@@ -18,9 +18,10 @@ pub struct LlamaLinearConfig {
 /// A bias-free linear layer that keeps the checkpoint's `[out, in]` weight layout.
 ///
 /// burn's `Linear` stores `[in, out]`; on the CPU backend a one-row product then streams the
-/// weight at about half the memory bandwidth, while `x · Wᵀ` over an `[out, in]` weight reads
-/// contiguous rows and gets close to it (docs/perf-notes.md). Decoding is bound by exactly that
-/// product, so the LLaMA layers keep PyTorch's layout — which also loads without a transpose.
+/// weight well below the memory bandwidth, while `x · Wᵀ` over an `[out, in]` weight reads
+/// contiguous rows and gets close to it (measurements: docs/perf-notes.md §2, §3). Decoding is
+/// bound by exactly that product, so the LLaMA layers keep PyTorch's layout — which also loads
+/// without a transpose.
 ///
 /// When the weight carries a burn LoRA adapter (`Param::adapter`), `lora_dropout` applies
 /// PEFT's LoRA dropout: the low-rank branch sees `drop(x)` while the base weight sees `x`.

@@ -41,7 +41,8 @@ impl LlamaMlp {
     /// - output: `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         // janus-kernels' vectorised SiLU where it applies (burn-flex f32 inference), burn's
-        // elsewhere: burn-flex's scalar `exp` made it ≈ 40 µs of a decode step's layer.
+        // elsewhere: burn-flex's scalar `exp` made SiLU a measurable part of a decode step's
+        // layer (measurements: docs/perf-notes.md §18).
         let gate = janus_kernels::silu(self.gate_proj.forward(x.clone()));
         self.down_proj.forward(gate.mul(self.up_proj.forward(x)))
     }

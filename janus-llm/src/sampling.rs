@@ -330,7 +330,8 @@ fn sample_row(
 
 /// A `u32` that orders finite and infinite `f32`s from largest to smallest (NaN excluded).
 ///
-/// Integer keys make the top-p selection and sort several times faster than comparing floats.
+/// Integer keys let the top-k selection and the top-p sort use plain integer comparisons
+/// instead of a float comparator.
 fn descending_bits(value: f32) -> u32 {
     // `+ 0.0` turns -0.0 into +0.0, so the two tie as they do under `==`.
     let bits = (value + 0.0).to_bits();

@@ -79,9 +79,9 @@ pub(crate) fn conv1x1(
 /// [`janus_kernels::group_norm`].
 ///
 /// burn's `GroupNorm` widens only f16, so in bf16 it would round the mean, the centred values
-/// and the variance separately (about 0.7 % more relative error through the tiny decoder); on
-/// burn-flex its `mean_dim` reductions also sum sequentially, slower and less accurate than
-/// janus-kernels' fallback.
+/// and the variance separately, a measurable loss of accuracy through the decoder; on burn-flex
+/// its `mean_dim` reductions also sum sequentially, slower and less accurate than
+/// janus-kernels' fallback (measurements: docs/perf-notes.md V5).
 ///
 /// # Shapes
 ///

@@ -52,8 +52,9 @@ impl Upsample {
 
 /// Nearest ×2 through burn's `interpolate` (floor mapping, PyTorch's `"nearest"`): a pure copy,
 /// so exact and dtype-preserving on every backend, and bf16 needs none of the reference's round
-/// trip through f32 (which is lossless anyway). On burn-flex it runs 2–8× faster than the
-/// broadcast copy `reshape → expand → reshape` (docs/perf-notes.md V6).
+/// trip through f32 (which is lossless anyway). On burn-flex it is faster than the broadcast
+/// copy `reshape → expand → reshape`, which burn-flex makes element by element (measurements:
+/// docs/perf-notes.md V6).
 fn nearest_2x(x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     interpolate(

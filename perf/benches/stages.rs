@@ -1,6 +1,6 @@
-//! Criterion benches of the inference stages of the standard workload (`shared/bench/
-//! WORKLOAD.md`), on random weights: SigLIP + aligner, prefill, one decode step, one CFG
-//! generation step, VQ decode.
+//! Criterion benches of the inference stages of the standard workload (docs/workload.md), on
+//! random weights: SigLIP + aligner, prefill, one decode step, one CFG generation step, VQ
+//! decode.
 //!
 //! ```sh
 //! cargo bench -p janus-perf --bench stages                     # tiny fixture shape, about a minute

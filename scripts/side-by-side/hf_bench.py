@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The standard inference workload (shared/bench/WORKLOAD.md) on HF transformers' Janus.
+"""The standard inference workload (docs/workload.md) on HF transformers' Janus.
 
 Builds `JanusForConditionalGeneration` at the Janus-Pro-1B shape with random weights from a
 config (no download) and times each WORKLOAD key through the model's own submodules, the way

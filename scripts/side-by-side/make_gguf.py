@@ -3,7 +3,7 @@
 
 llama architecture, hidden 2048, 24 layers, 16 heads (head dim 128, no GQA), MLP 5632,
 vocab 102400, untied output (lm_head), RMSNorm eps 1e-6, rope theta 10000: the LLM of the
-standard workload (shared/bench/WORKLOAD.md). The values are random (normal, std 0.02; norm
+standard workload (docs/workload.md). The values are random (normal, std 0.02; norm
 weights 1); they do not change the work llama-bench times.
 
 The tokenizer section is the smallest one llama.cpp accepts: `tokenizer.ggml.model = "none"`

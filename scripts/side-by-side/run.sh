@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: janus-rs vs HF transformers vs llama.cpp on the standard workload
-# (shared/bench/WORKLOAD.md), in one run on one machine, printed as one markdown table.
+# (docs/workload.md), in one run on one machine, printed as one markdown table.
 #
 #   scripts/side-by-side/run.sh                      # everything, all cores
 #   scripts/side-by-side/run.sh --threads 2 --repeats 3 --hf-repeats 1 --half f16

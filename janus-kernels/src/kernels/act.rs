@@ -146,7 +146,8 @@ pub fn group_norm(
 }
 
 /// `Σ f(v)` over `b` in f64, in eight interleaved partial sums: one running sum waits on every
-/// add's latency and does not vectorise (≈ 8 % of a VQ decode went to GroupNorm's two sums).
+/// add's latency and does not vectorise, which made GroupNorm's two sums a visible share of a VQ
+/// decode (measurements: docs/perf-notes.md §22).
 #[inline(always)]
 fn sum_f64(b: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0f64; 8];

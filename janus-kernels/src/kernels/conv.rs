@@ -1,15 +1,15 @@
 //! 3×3 convolution (stride 1, zero padding 1): directly as three products per output row over a
 //! padded channels-last copy ([`conv3x3`]), or by Winograd's F(2×2, 3×3) in NCHW
-//! ([`conv3x3_winograd`], 2.25× fewer multiplies; 2–2.4× faster than the direct form from
-//! ≈ 96×96 up on the VQ decoder, equal at 48×48).
+//! ([`conv3x3_winograd`], 2.25× fewer multiplies, and faster than the direct form on the VQ
+//! decoder's larger maps; measurements: docs/perf-notes.md §15, §22).
 //!
-//! burn-flex's convolution spends about a third of a VQ decode outside its GEMM (an im2col
-//! buffer nine times the input, single-threaded copies, page faults on the fresh buffers). The
-//! direct form copies the input once into a zero-padded `[h+2, w+2, cin]` layout; then for output row `r`
-//! and kernel row `kh` the three taps `kw` and all input channels are one contiguous run of
-//! `3·cin` values per output column, so each output row is three `gemm` products
-//! (`[cout, 3·cin] · [3·cin, w]`) read straight from that buffer and accumulated into the NCHW
-//! output, which starts as the bias. Rows are spread over rayon's threads.
+//! burn-flex's convolution spends much of its time outside its GEMM (an im2col buffer nine
+//! times the input, single-threaded copies, page faults on the fresh buffers; docs/perf-notes.md
+//! V1, V3). The direct form copies the input once into a zero-padded `[h+2, w+2, cin]` layout;
+//! then for output row `r` and kernel row `kh` the three taps `kw` and all input channels are one
+//! contiguous run of `3·cin` values per output column, so each output row is three `gemm`
+//! products (`[cout, 3·cin] · [3·cin, w]`) read straight from that buffer and accumulated into
+//! the NCHW output, which starts as the bias. Rows are spread over rayon's threads.
 
 use std::mem::MaybeUninit;
 

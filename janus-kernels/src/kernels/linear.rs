@@ -2,8 +2,9 @@
 //! band per thread.
 //!
 //! burn-flex hands the whole product to `gemm` with rayon parallelism, which synchronises its
-//! threads after each packed block: on a 2-core Xeon the SigLIP products kept 1.7–1.85 cores
-//! busy, and the bias came after as a separate single-threaded pass (docs/perf-notes.md §28).
+//! threads after each packed block: the two vCPUs of a VM rarely finish a block together, so the
+//! SigLIP products left part of a core idle, and the bias came after as a separate
+//! single-threaded pass (measurements: docs/perf-notes.md §28).
 //! Here each thread runs one single-threaded `gemm` over its own columns (its own part of the
 //! weight packed once, the input packed by each), starting from the bias, so the threads meet
 //! only at the end.

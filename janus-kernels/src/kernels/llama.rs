@@ -3,9 +3,8 @@
 //! Each is one pass over the rows, in place, where burn's ops take five to seven (square, mean,
 //! add, sqrt, divide, scale; two slices, a negation, a concatenation, two products and a sum),
 //! each a separate dispatch and buffer. In a decode step a row is 2048 values, so the
-//! dispatches are the cost: a step's 48 norms and 48 rotations took ≈ 0.7 + 0.8 ms of an
-//! 80–100 ms f16 step on the AMD EPYC VM, and take ≈ 0.3 + 0.1 ms this way
-//! (docs/perf-notes.md §26). The arithmetic is burn's, operation for operation, so
+//! dispatches, not the arithmetic, are the cost, and one pass removes most of it
+//! (measurements: docs/perf-notes.md §26). The arithmetic is burn's, operation for operation, so
 //! the rotation is bit-identical and the norm differs only in the order of its sum.
 
 use rayon::prelude::*;

@@ -94,11 +94,10 @@ static WEIGHT_PREFETCH: AtomicU8 = AtomicU8::new(0);
 /// Whether the dot kernel (the `[out, in]` products and the attention scores) issues a software
 /// prefetch a page ahead of its weight reads.
 ///
-/// It paid on the Intel Xeon measured and cost on the AMD Zen 4 (docs/perf-notes.md §20, §27):
-/// on a 2-core Xeon VM it took the decode products from 25 to 30 GB/s (f32) and 18 to 27 (f16),
-/// while on a 2-core Zen 4 VM the products without it read 1.3× faster when the memory was fast
-/// (62 against 47 GB/s) and up to 1.05× when it was slow (the whole f32 decode step 1.2× and
-/// 1.01–1.03×). So the default is on for Intel CPUs and off elsewhere;
+/// It pays on Intel and costs on AMD Zen 4 (measurements: docs/perf-notes.md §20, §27): Intel's
+/// L2 streamer stops at each 4 KiB page, so a Xeon core streams the decode products faster with
+/// it, while on Zen 4 it holds a core below what the memory gives when the memory is fast. So
+/// the default is on for Intel CPUs and off elsewhere;
 /// `JANUS_KERNELS_PREFETCH=1` or `=0` overrides it, as does [`set_weight_prefetch`].
 pub fn weight_prefetch() -> bool {
     match WEIGHT_PREFETCH.load(Ordering::Relaxed) {
@@ -394,11 +393,11 @@ mod avx2 {
     /// How far ahead of its reads the dot kernel asks for weight bytes (into L2), where it does
     /// ([`super::weight_prefetch`]). The hardware streamer stops at each 4 KiB page (one f16 row
     /// of a 2048-wide weight), and one Xeon core seems to keep too few misses in flight to pull
-    /// its share of the bandwidth; a software prefetch a page ahead took the decode-sequence
-    /// products from 18 to 27 GB/s (f16) and 25 to 30 GB/s (f32) on a 2-core Xeon VM
-    /// (docs/perf-notes.md §20); on Zen 4 it caps them instead (§27). It crosses into the next
-    /// row, which is the next one read. The axpy kernel's rows are a whole `d_out` apart and a
-    /// prefetch there cost a third of its rate, so it has none.
+    /// its share of the bandwidth; a software prefetch a page ahead makes the decode-sequence
+    /// products faster there (measurements: docs/perf-notes.md §20); on Zen 4 it caps them
+    /// instead (§27). It crosses into the next row, which is the next one read. The axpy
+    /// kernel's rows are a whole `d_out` apart and a prefetch there slowed it down (§20), so it
+    /// has none.
     const PREFETCH_BYTES: usize = 4096;
 
     /// Generates the dot and axpy kernels for one element type; `$load` widens 8 elements at a

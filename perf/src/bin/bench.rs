@@ -1,4 +1,4 @@
-//! The standard inference workload (`shared/bench/WORKLOAD.md`) on random weights.
+//! The standard inference workload (docs/workload.md) on random weights.
 //!
 //! Times SigLIP + aligner, a 640-position prefill, greedy decode steps, CFG image-generation
 //! steps and a VQ decode through the library's own code paths. Every figure is the median of

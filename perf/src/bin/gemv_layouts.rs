@@ -7,7 +7,7 @@
 //! cargo run --release -p janus-perf --bin gemv_layouts
 //! ```
 
-// Links the root package, whose global allocator (mimalloc) the measured binaries run with.
+// Links janus-cli, whose global allocator (mimalloc) the measured binaries run with.
 use janus_cli as _;
 use std::time::Instant;
 
