@@ -34,7 +34,13 @@ fn main() -> anyhow::Result<()> {
     let dir = args.model.unwrap_or_else(janus_cli::bundled_model_dir);
     let dtype = args.dtype;
     let device = janus_cli::default_device();
-    let layout = CheckpointLayout::discover(args.weights.as_deref().unwrap_or(&dir))?;
+    let weights = args.weights.clone().unwrap_or_else(|| dir.clone());
+    let quantised = janus_core::checkpoint::is_quantized_dir(&weights);
+    let layout = if quantised {
+        None
+    } else {
+        Some(CheckpointLayout::discover(&weights)?)
+    };
     let mut options = dtype.load_options();
     options.weights_dir = args.weights;
     let (model, config, report) = JanusModel::load(&dir, &options, &device)
@@ -42,13 +48,36 @@ fn main() -> anyhow::Result<()> {
 
     println!("model directory: {}", dir.display());
     println!("layout:          {}", config.layout);
-    println!(
-        "checkpoint:      {} ({} file(s))",
-        layout.describe(),
-        layout.files.len()
-    );
-    for f in &layout.files {
-        println!("                 {}", f.display());
+    if let Some(layout) = &layout {
+        println!(
+            "checkpoint:      {} ({} file(s))",
+            layout.describe(),
+            layout.files.len()
+        );
+        for f in &layout.files {
+            println!("                 {}", f.display());
+        }
+    }
+    if let Some(m) = model.quant_manifest() {
+        println!(
+            "quantised:       {} ({} weights in GGML blocks, float parameters saved in {})",
+            m.scheme,
+            m.tensors.len(),
+            m.float_dtype
+        );
+        for (name, gate) in [
+            ("understanding", &m.understanding_gate),
+            ("generation", &m.generation_gate),
+        ] {
+            match gate {
+                Some(g) => println!(
+                    "  {name} gate {}: {}",
+                    if g.passed { "passed" } else { "FAILED" },
+                    g.agreement
+                ),
+                None => println!("  {name} gate: not measured"),
+            }
+        }
     }
     let source = report
         .source_dtype
@@ -93,6 +122,14 @@ fn main() -> anyhow::Result<()> {
         l.vocab_size,
         l.max_position_embeddings
     );
+    // A quantised weight's float tensor is empty: count its values from the blocks.
+    let language_params = model.language_model.num_params()
+        + model
+            .language_model
+            .linears()
+            .iter()
+            .filter_map(|(_, _, l)| l.quantized().map(|q| q.rows() * q.cols()))
+            .sum::<usize>();
     let parts = [
         ("vision_model", model.vision_model.num_params()),
         ("aligner", model.aligner.num_params()),
@@ -100,7 +137,7 @@ fn main() -> anyhow::Result<()> {
         ("gen_aligner", model.gen_aligner.num_params()),
         ("gen_head", model.gen_head.num_params()),
         ("gen_embed", model.gen_embed.num_params()),
-        ("language_model", model.language_model.num_params()),
+        ("language_model", language_params),
     ];
     println!("parameters:");
     for (name, n) in parts {

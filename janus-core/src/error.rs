@@ -140,16 +140,16 @@ pub enum JanusError {
         /// The tier asked for.
         scheme: janus_llm::QuantScheme,
     },
-    /// Image generation was asked of a model quantised to a tier whose generation accuracy
-    /// gate failed (docs/quantization.md).
+    /// Image generation was asked of a quantised model directory whose recorded generation
+    /// accuracy gate failed (docs/quantization.md).
     #[error(
-        "image generation is refused at {scheme}: {reason}; load the model without quantisation (or at q8_0) to draw"
+        "image generation is refused for this {scheme} model: {reason}; draw with the float model, or a q8_0 directory that passes"
     )]
     QuantRefusedForGeneration {
         /// The model's tier.
         scheme: janus_llm::QuantScheme,
-        /// The measured reason.
-        reason: &'static str,
+        /// The failed gate's measures.
+        reason: String,
     },
     /// The batch has a different number of image placeholders than image embedding slots.
     #[error("{placeholders} image placeholder tokens but {image_tokens} image embeddings")]

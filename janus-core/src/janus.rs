@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-use crate::checkpoint::LoadReport;
+use crate::checkpoint::{LoadReport, QuantGates, QuantManifest};
 use crate::config::JanusConfig;
 use crate::error::JanusError;
 use crate::generation::GenerationOptions;
@@ -87,5 +87,22 @@ impl Janus {
     /// the reference's: CFG weight 5, temperature 1, one image per prompt.
     pub fn generation_options(&self) -> GenerationOptions {
         self.generation_config.generation_options()
+    }
+
+    /// Writes this model, its language model quantised, as a quantised model directory at
+    /// `out` (which must not exist), with the non-weight files of [`Janus::dir`] and `gates` in
+    /// its manifest; [`Janus::load`] reads it back at the quantised size. Layout:
+    /// [`checkpoint::quantized`](crate::checkpoint::quantized).
+    ///
+    /// # Errors
+    ///
+    /// [`JanusError::InvalidOption`] when the model is not quantised, [`JanusError::Output`]
+    /// when `out` exists or cannot be written (nothing is left behind).
+    pub fn save_quantized(
+        &self,
+        out: impl AsRef<Path>,
+        gates: &QuantGates,
+    ) -> Result<QuantManifest, JanusError> {
+        crate::checkpoint::quantized::save(&self.model, &self.dir, out.as_ref(), gates)
     }
 }

@@ -13,7 +13,9 @@ pub mod processor;
 mod quant_gate;
 mod understanding;
 
-pub use checkpoint::{CheckpointFormat, CheckpointLayout, LoadReport};
+pub use checkpoint::{
+    CheckpointFormat, CheckpointLayout, GateRecord, LoadReport, QuantGates, QuantManifest,
+};
 pub use config::{JanusConfig, ModelLayout};
 pub use error::JanusError;
 pub use generation::{
@@ -26,8 +28,8 @@ pub use janus_llm::{QuantScheme, SamplingOptions};
 pub use model::{JanusModel, LoadOptions, check_param_dtype};
 pub use processor::ChatRoles;
 pub use quant_gate::{
-    Agreement, AgreementSum, GATE_CFG_WEIGHT, GateLimits, agreement, generation_gate,
-    understanding_gate,
+    Agreement, AgreementSum, GATE_CFG_WEIGHT, GATE_PROMPTS, GATE_QUESTIONS, GateLimits,
+    GateProgress, agreement, gate_picture, generation_gate, understanding_gate,
 };
 pub use understanding::{Answer, AnswerOptions, Chat, StopReason};
 

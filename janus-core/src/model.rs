@@ -2,6 +2,7 @@
 //! a model directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::nn::Embedding;
@@ -11,7 +12,9 @@ use janus_llm::{LlamaForCausalLM, QuantScheme};
 use janus_siglip::{SiglipConfig, SiglipVisionTower};
 use janus_vq::{VqConfig, VqModel};
 
-use crate::checkpoint::{CheckpointLayout, LoadReport, load_checkpoint};
+use crate::checkpoint::{
+    CheckpointLayout, LoadReport, QuantManifest, is_quantized_dir, load_checkpoint, quantized,
+};
 use crate::config::{JanusConfig, ProjectorParams};
 use crate::error::JanusError;
 
@@ -32,6 +35,9 @@ pub struct JanusModel {
     pub gen_embed: Embedding,
     /// The shared LLaMA language model.
     pub language_model: LlamaForCausalLM,
+    /// The manifest of the quantised directory the model was loaded from.
+    #[module(skip)]
+    pub(crate) quant_manifest: Option<Arc<QuantManifest>>,
 }
 
 /// How to load a model directory.
@@ -160,11 +166,14 @@ impl JanusModel {
             .init(device)
             .map_err(|e| config_err("gen_vision_config", e))?,
             language_model: config.language.init(device)?,
+            quant_manifest: None,
         })
     }
 
     /// Loads a model directory as downloaded from the hub (`config.json` plus weights in any
-    /// released file layout), in either naming layout: the one `config.json` is in.
+    /// released file layout), in either naming layout: the one `config.json` is in; or a
+    /// quantised directory written by [`Janus::save_quantized`](crate::Janus::save_quantized)
+    /// (recognised by its `quantization.json`; `options.quant` may then be `None` or its tier).
     pub fn load(
         dir: impl AsRef<Path>,
         options: &LoadOptions,
@@ -178,7 +187,12 @@ impl JanusModel {
         }
         let dir = dir.as_ref();
         let config = JanusConfig::from_dir(dir)?;
-        let layout = CheckpointLayout::discover(options.weights_dir.as_deref().unwrap_or(dir))?;
+        let weights = options.weights_dir.as_deref().unwrap_or(dir);
+        if is_quantized_dir(weights) {
+            let (model, report) = quantized::load(&config, weights, options, device)?;
+            return Ok((model, config, report));
+        }
+        let layout = CheckpointLayout::discover(weights)?;
         let mut model = Self::init(&config, device)?;
         let report = load_checkpoint(
             &mut model,
@@ -192,5 +206,24 @@ impl JanusModel {
             },
         )?;
         Ok((model, config, report))
+    }
+
+    /// The manifest of the quantised directory this model was loaded from, if it was.
+    pub fn quant_manifest(&self) -> Option<&QuantManifest> {
+        self.quant_manifest.as_deref()
+    }
+
+    /// Refuses image generation when the model was loaded from a quantised directory whose
+    /// recorded generation gate failed.
+    pub(crate) fn check_generation_allowed(&self) -> Result<(), JanusError> {
+        let Some(manifest) = &self.quant_manifest else {
+            return Ok(());
+        };
+        match (manifest.generation_refusal(), manifest.quant_scheme()) {
+            (Some(reason), Ok(scheme)) => {
+                Err(JanusError::QuantRefusedForGeneration { scheme, reason })
+            }
+            _ => Ok(()),
+        }
     }
 }

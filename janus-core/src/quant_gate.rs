@@ -2,16 +2,23 @@
 //! quantisation tiers' accuracy gates (docs/quantization.md), usable on any model directory.
 
 use burn::tensor::{DType, Tensor};
+use serde::{Deserialize, Serialize};
 
 use janus_llm::QuantScheme;
 
+use std::ops::ControlFlow;
+
+use crate::checkpoint::{GateRecord, QuantGates};
 use crate::error::JanusError;
+use crate::generation::GenerationOptions;
 use crate::janus::Janus;
 use crate::processor::{Message, RgbImage};
+use crate::understanding::AnswerOptions;
+use janus_llm::SamplingOptions;
 
 /// How closely one model's next-token (or next-code) distributions follow a reference's,
 /// over a set of positions.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Agreement {
     /// Positions compared.
     pub rows: usize,
@@ -54,7 +61,7 @@ impl Agreement {
 }
 
 /// The bounds an [`Agreement`] must stay inside for a tier to pass a gate.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GateLimits {
     /// Largest mean KL, in nats.
     pub max_mean_kl: f64,
@@ -253,6 +260,158 @@ impl Janus {
             sum.add(&host(want)?, &host(got)?, vocab);
         }
         Ok(sum.finish())
+    }
+}
+
+/// Questions of the understanding gate a quantised directory records, asked about
+/// [`gate_picture`]s; the reference's own greedy answers complete each conversation.
+pub const GATE_QUESTIONS: [&str; 3] = [
+    "Describe this image in detail.",
+    "What colours and shapes do you see?",
+    "Is there any text in the image? Answer briefly.",
+];
+
+/// Prompts of the generation gate a quantised directory records.
+pub const GATE_PROMPTS: [&str; 4] = [
+    "A red apple on a wooden table, photograph",
+    "A lighthouse on a cliff at dusk, oil painting",
+    "A cat sleeping on a blue sofa",
+    "A city street in the rain at night, neon signs",
+];
+
+/// A synthetic test card of `size`² pixels for the understanding gate: gradients, a bright
+/// square and a dark disc, placed by `seed`.
+pub fn gate_picture(size: u32, seed: u32) -> RgbImage {
+    let size = size.max(1);
+    let (sx, sy) = ((seed * 37) % size, (seed * 61) % size);
+    RgbImage::from_fn(size, size, |x, y| {
+        let square = x.abs_diff(sx) < size / 5 && y.abs_diff(sy) < size / 5;
+        let (dx, dy) = (x.abs_diff(size - sx) as f32, y.abs_diff(size - sy) as f32);
+        let disc = (dx * dx + dy * dy).sqrt() < size as f32 / 6.0;
+        let base = [(x * 255 / size) as u8, (y * 255 / size) as u8, 128];
+        let px = if square {
+            [250, 240, 40]
+        } else if disc {
+            [20, 20, 60]
+        } else {
+            base
+        };
+        image::Rgb(px)
+    })
+}
+
+/// What to show while [`Janus::measure_quant_gates`] runs: the stage and its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateProgress {
+    /// The reference answering the gate questions.
+    Answering {
+        /// Questions answered so far.
+        done: usize,
+        /// Questions in all.
+        total: usize,
+    },
+    /// The reference drawing the gate prompts' codes.
+    Drawing {
+        /// Steps done.
+        done: usize,
+        /// Steps in all (codes per image).
+        total: usize,
+    },
+    /// Both models reading the conversations and codes.
+    Scoring,
+}
+
+impl Janus {
+    /// Both accuracy gates of this quantised model against `reference` (the float model of the
+    /// same directory), on [`GATE_QUESTIONS`] about [`gate_picture`]s answered by the reference,
+    /// and on the codes the reference draws for the first `prompts` of [`GATE_PROMPTS`] at
+    /// CFG [`GATE_CFG_WEIGHT`], teacher-forced: what [`Janus::save_quantized`] records.
+    ///
+    /// # Errors
+    ///
+    /// [`JanusError::InvalidOption`] when this model is not quantised or `prompts` is 0 or more
+    /// than [`GATE_PROMPTS`] holds; the pipelines' errors.
+    pub fn measure_quant_gates(
+        &self,
+        reference: &Janus,
+        prompts: usize,
+        mut on_progress: impl FnMut(GateProgress),
+    ) -> Result<QuantGates, JanusError> {
+        let Some(scheme) = self.model.language_model.quant_scheme() else {
+            return Err(JanusError::InvalidOption(
+                "the gates measure a quantised model; this one is not".into(),
+            ));
+        };
+        if prompts == 0 || prompts > GATE_PROMPTS.len() {
+            return Err(JanusError::InvalidOption(format!(
+                "gate prompts must be 1 to {}, not {prompts}",
+                GATE_PROMPTS.len()
+            )));
+        }
+        let size = reference.config.vision.image_size as u32;
+        let options = AnswerOptions {
+            max_new_tokens: 32,
+            sampling: SamplingOptions::greedy(),
+            stop_strings: Vec::new(),
+        };
+        let mut conversations = Vec::with_capacity(GATE_QUESTIONS.len());
+        for (i, question) in GATE_QUESTIONS.iter().enumerate() {
+            on_progress(GateProgress::Answering {
+                done: i,
+                total: GATE_QUESTIONS.len(),
+            });
+            let mut messages = reference.processor.question(question, 1);
+            let images = vec![gate_picture(size, i as u32 + 1)];
+            let pair = [(messages.clone(), images.clone())];
+            let answer =
+                reference.answer_batch(&pair, &options, |_, _| ControlFlow::Continue(()))?;
+            if let (Some(last), Some(answer)) = (messages.last_mut(), answer.first()) {
+                last.content = answer.text.clone();
+            }
+            conversations.push((messages, images));
+        }
+
+        let prompts = &GATE_PROMPTS[..prompts];
+        let chats: Vec<_> = prompts
+            .iter()
+            .map(|p| reference.generation_conversation(p))
+            .collect();
+        let batch = reference.generation_batch(&chats, 1)?;
+        let total = reference.codes_per_image();
+        let drawing = GenerationOptions::default()
+            .with_cfg_weight(GATE_CFG_WEIGHT)
+            .with_seed(0);
+        let codes = reference
+            .model
+            .generate_image_codes(&batch, total, &drawing, |p| {
+                on_progress(GateProgress::Drawing {
+                    done: p.done,
+                    total: p.total,
+                });
+                ControlFlow::Continue(())
+            })?;
+
+        on_progress(GateProgress::Scoring);
+        let what = |n: usize, of: &str| {
+            format!(
+                "teacher-forced against the {} model on {n} {of}",
+                crate::checkpoint::quantized::float_dtype_name(&reference.model)
+            )
+        };
+        let understanding = self.understanding_agreement(reference, &conversations)?;
+        let generation = self.generation_agreement(reference, prompts, &codes, GATE_CFG_WEIGHT)?;
+        Ok(QuantGates {
+            understanding: Some(GateRecord::new(
+                understanding,
+                understanding_gate(scheme),
+                what(conversations.len(), "gate questions about test cards"),
+            )),
+            generation: Some(GateRecord::new(
+                generation,
+                generation_gate(scheme),
+                what(prompts.len(), "gate prompts' codes, guided at CFG 5"),
+            )),
+        })
     }
 }
 

@@ -17,6 +17,7 @@ pub use attention::{LlamaAttention, LlamaAttentionConfig};
 pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use decoder_layer::{LlamaDecoderLayer, LlamaDecoderLayerConfig};
+pub use janus_kernels::quant::{QuantError, QuantKind, QuantMatrix};
 pub use linear::{LlamaLinear, LlamaLinearConfig};
 pub use mlp::{LlamaMlp, LlamaMlpConfig};
 pub use model::{LlamaForCausalLM, LlamaModel};

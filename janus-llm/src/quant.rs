@@ -61,6 +61,17 @@ impl std::fmt::Display for QuantScheme {
     }
 }
 
+/// A decoder layer's projections as (sub-module, field), in the order of the layer's fields.
+const PROJECTIONS: [(&str, &str); 7] = [
+    ("self_attn", "q_proj"),
+    ("self_attn", "k_proj"),
+    ("self_attn", "v_proj"),
+    ("self_attn", "o_proj"),
+    ("mlp", "gate_proj"),
+    ("mlp", "up_proj"),
+    ("mlp", "down_proj"),
+];
+
 /// Where a linear layer sits in the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinearRole {
@@ -77,21 +88,41 @@ pub enum LinearRole {
 
 impl LlamaForCausalLM {
     /// Every linear layer with its role and module path
+    /// (`model.layers.3.self_attn.q_proj`, `lm_head`), in the order of
+    /// [`LlamaForCausalLM::linears_mut`].
+    pub fn linears(&self) -> Vec<(LinearRole, String, &LlamaLinear)> {
+        let mut out = Vec::new();
+        for (index, layer) in self.model.layers.iter().enumerate() {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            let linears = [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj];
+            let linears = linears
+                .into_iter()
+                .chain([&m.gate_proj, &m.up_proj, &m.down_proj]);
+            for ((group, name), linear) in PROJECTIONS.into_iter().zip(linears) {
+                out.push((
+                    LinearRole::Layer { index, name },
+                    format!("model.layers.{index}.{group}.{name}"),
+                    linear,
+                ));
+            }
+        }
+        out.push((LinearRole::LmHead, "lm_head".into(), &self.lm_head));
+        out
+    }
+
+    /// Every linear layer with its role and module path
     /// (`model.layers.3.self_attn.q_proj`, `lm_head`).
     pub fn linears_mut(&mut self) -> Vec<(LinearRole, String, &mut LlamaLinear)> {
         let mut out = Vec::new();
         for (index, layer) in self.model.layers.iter_mut().enumerate() {
             let a = &mut layer.self_attn;
             let m = &mut layer.mlp;
-            for (group, name, linear) in [
-                ("self_attn", "q_proj", &mut a.q_proj),
-                ("self_attn", "k_proj", &mut a.k_proj),
-                ("self_attn", "v_proj", &mut a.v_proj),
-                ("self_attn", "o_proj", &mut a.o_proj),
-                ("mlp", "gate_proj", &mut m.gate_proj),
-                ("mlp", "up_proj", &mut m.up_proj),
-                ("mlp", "down_proj", &mut m.down_proj),
-            ] {
+            let linears = [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj];
+            let linears =
+                linears
+                    .into_iter()
+                    .chain([&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj]);
+            for ((group, name), linear) in PROJECTIONS.into_iter().zip(linears) {
                 out.push((
                     LinearRole::Layer { index, name },
                     format!("model.layers.{index}.{group}.{name}"),

@@ -242,25 +242,15 @@ impl From<Stage> for FreezeSet {
 /// Only gradient tracking changes; the components hold no dropout or running statistics, so
 /// their training behaviour is unaffected. Apply the stage before LoRA: `apply_lora` freezes
 /// the base weights it adapts, while `set_require_grad(true)` would unfreeze them again.
-pub fn apply(model: JanusModel, set: &FreezeSet) -> JanusModel {
-    let JanusModel {
-        vision_model,
-        aligner,
-        gen_vision_model,
-        gen_aligner,
-        gen_head,
-        gen_embed,
-        language_model,
-    } = model;
-    JanusModel {
-        vision_model: vision_model.set_require_grad(set.vision_model),
-        aligner: aligner.set_require_grad(set.aligner),
-        gen_vision_model: gen_vision_model.no_grad(),
-        gen_aligner: gen_aligner.set_require_grad(set.gen_aligner),
-        gen_head: gen_head.set_require_grad(set.gen_head),
-        gen_embed: gen_embed.set_require_grad(set.gen_embed),
-        language_model: language_model.set_require_grad(set.language_model),
-    }
+pub fn apply(mut model: JanusModel, set: &FreezeSet) -> JanusModel {
+    model.vision_model = model.vision_model.set_require_grad(set.vision_model);
+    model.aligner = model.aligner.set_require_grad(set.aligner);
+    model.gen_vision_model = model.gen_vision_model.no_grad();
+    model.gen_aligner = model.gen_aligner.set_require_grad(set.gen_aligner);
+    model.gen_head = model.gen_head.set_require_grad(set.gen_head);
+    model.gen_embed = model.gen_embed.set_require_grad(set.gen_embed);
+    model.language_model = model.language_model.set_require_grad(set.language_model);
+    model
 }
 
 /// Parameter counts of one top-level component.

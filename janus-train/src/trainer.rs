@@ -186,29 +186,15 @@ fn prepare_model(
         return Ok(model);
     };
     device.seed(config.seed);
-    let adapted = apply_lora(model, lora)?;
-    let JanusModel {
-        vision_model,
-        aligner,
-        gen_vision_model,
-        gen_aligner,
-        gen_head,
-        gen_embed,
-        language_model,
-    } = adapted;
-    Ok(JanusModel {
-        vision_model: if lora.vision {
-            vision_model
-        } else {
-            vision_model.set_require_grad(set.vision_model)
-        },
-        aligner: aligner.set_require_grad(set.aligner),
-        gen_vision_model,
-        gen_aligner: gen_aligner.set_require_grad(set.gen_aligner),
-        gen_head: gen_head.set_require_grad(set.gen_head),
-        gen_embed: gen_embed.set_require_grad(set.gen_embed),
-        language_model,
-    })
+    let mut adapted = apply_lora(model, lora)?;
+    if !lora.vision {
+        adapted.vision_model = adapted.vision_model.set_require_grad(set.vision_model);
+    }
+    adapted.aligner = adapted.aligner.set_require_grad(set.aligner);
+    adapted.gen_aligner = adapted.gen_aligner.set_require_grad(set.gen_aligner);
+    adapted.gen_head = adapted.gen_head.set_require_grad(set.gen_head);
+    adapted.gen_embed = adapted.gen_embed.set_require_grad(set.gen_embed);
+    Ok(adapted)
 }
 
 /// Mean understanding loss over one pass of the validation files, without gradients.

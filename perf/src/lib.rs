@@ -28,6 +28,8 @@ pub const GEN_PROMPT_LEN: usize = 32;
 pub const GEN_STEPS: usize = 32;
 /// Classifier-free guidance weight.
 pub const CFG_WEIGHT: f64 = 5.0;
+/// Images of the reference's own generation call (`parallel_size = 16`: 32 CFG rows a step).
+pub const IMAGES_PER_CALL: usize = 16;
 
 /// Model shape to run the workload at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,11 +231,39 @@ impl Workload {
     /// One prompt of [`GEN_PROMPT_LEN`] tokens as a CFG batch (conditional + unconditional
     /// row), as `Janus::generation_batch` builds it.
     pub fn gen_batch(&self) -> anyhow::Result<CfgBatch> {
+        self.prompt_batch(1)
+    }
+
+    /// The [`GEN_PROMPT_LEN`]-token prompt drawn `parallel_size` times.
+    fn prompt_batch(&self, parallel_size: usize) -> anyhow::Result<CfgBatch> {
         let vocab = self.config.language.vocab_size as TokenId;
         let prompt: Vec<TokenId> = (0..GEN_PROMPT_LEN as TokenId)
             .map(|i| (1 + 37 * i) % (vocab - 1))
             .collect();
-        Ok(CfgBatch::new(&[prompt], 1, vocab - 1)?)
+        Ok(CfgBatch::new(&[prompt], parallel_size, vocab - 1)?)
+    }
+
+    /// The prompt of [`Workload::gen_batch`] drawn [`IMAGES_PER_CALL`] times in one batch
+    /// (`parallel_size = 16`), as the reference's generation script does.
+    pub fn images_batch(&self) -> anyhow::Result<CfgBatch> {
+        self.prompt_batch(IMAGES_PER_CALL)
+    }
+
+    /// Draws every image of `batch` whole (CFG weight 5, temperature 1) in one
+    /// `generate_image_codes` call and decodes them all to pixels; returns the seconds taken.
+    pub fn draw_images(&self, batch: &CfgBatch, seed: u64) -> anyhow::Result<f64> {
+        let options = GenerationOptions::default()
+            .with_cfg_weight(CFG_WEIGHT)
+            .with_parallel_size(batch.parallel_size)
+            .with_seed(seed);
+        let start = Instant::now();
+        let codes =
+            self.model
+                .generate_image_codes(batch, self.codes_per_image(), &options, |_| {
+                    ControlFlow::Continue(())
+                })?;
+        self.vq_decode(&codes)?;
+        Ok(start.elapsed().as_secs_f64())
     }
 
     /// A full `generate_image_codes` call drawing `steps + 1` codes (CFG weight 5,
@@ -248,6 +278,7 @@ impl Workload {
     ) -> anyhow::Result<(Duration, Vec<Duration>)> {
         let options = GenerationOptions::default()
             .with_cfg_weight(CFG_WEIGHT)
+            .with_parallel_size(batch.parallel_size)
             .with_seed(seed);
         let mut marks = Vec::with_capacity(steps + 2);
         marks.push(Instant::now());

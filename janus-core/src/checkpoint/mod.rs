@@ -3,7 +3,9 @@
 mod layout;
 mod load;
 mod pickle_guard;
+pub mod quantized;
 pub mod remap;
 
 pub use layout::{CheckpointFormat, CheckpointLayout};
 pub use load::{LoadReport, expected_shapes, load_checkpoint};
+pub use quantized::{GateRecord, QuantGates, QuantManifest, QuantTensor, is_quantized_dir};

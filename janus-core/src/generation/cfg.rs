@@ -202,7 +202,9 @@ impl JanusModel {
     ///
     /// [`JanusError::InvalidOption`] for bad options or `num_codes` 0, a
     /// [`LlmError::ContextTooLong`] when prompt and codes do not fit the context,
-    /// [`LlmError::NonFiniteLogits`] if the guided logits hold NaN, [`JanusError::Cancelled`].
+    /// [`LlmError::NonFiniteLogits`] if the guided logits hold NaN, [`JanusError::Cancelled`],
+    /// [`JanusError::QuantRefusedForGeneration`] for a quantised directory whose recorded
+    /// generation gate failed.
     pub fn generate_image_codes(
         &self,
         batch: &CfgBatch,
@@ -210,6 +212,7 @@ impl JanusModel {
         options: &GenerationOptions,
         mut on_progress: impl FnMut(GenerationProgress) -> ControlFlow<()>,
     ) -> Result<Vec<Vec<i64>>, JanusError> {
+        self.check_generation_allowed()?;
         options.validate()?;
         if batch.parallel_size != options.parallel_size {
             return Err(JanusError::InvalidOption(format!(

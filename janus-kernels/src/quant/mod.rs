@@ -55,6 +55,13 @@ impl QuantKind {
         }
     }
 
+    /// The format GGML names `name` ([`QuantKind::name`]).
+    pub fn from_name(name: &str) -> Option<QuantKind> {
+        [QuantKind::Q8_0, QuantKind::Q4K]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+
     /// GGML's type id (`ggml_type`), the number a GGUF tensor header stores.
     pub const fn ggml_type(self) -> u32 {
         match self {

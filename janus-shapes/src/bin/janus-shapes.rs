@@ -410,15 +410,6 @@ fn init_model(
     let mut shapes = ShapeGenerator::new(IMAGE_SIZE, args.seed.wrapping_add(100));
     let mut next_batch =
         |n: usize| -> Vec<_> { (0..n).map(|_| shapes.sample().render()).collect() };
-    let JanusModel {
-        vision_model,
-        aligner,
-        gen_vision_model,
-        gen_aligner,
-        gen_head,
-        gen_embed,
-        language_model,
-    } = model;
     let log_every = (args.vq_steps / 20).max(1);
     let vq = if let Some(from) = &args.vq_from {
         println!("VQ tokenizer taken from {}", from.display());
@@ -426,7 +417,7 @@ fn init_model(
         trained.gen_vision_model
     } else {
         let (vq, _) = train_vq(
-            gen_vision_model,
+            model.gen_vision_model.clone(),
             &vq_config,
             &ad,
             &mut next_batch,
@@ -470,15 +461,8 @@ fn init_model(
         samples.len(),
         minutes(vq_time)
     );
-    let model = JanusModel {
-        vision_model: vision_model.valid(),
-        aligner: aligner.valid(),
-        gen_vision_model: vq,
-        gen_aligner: gen_aligner.valid(),
-        gen_head: gen_head.valid(),
-        gen_embed: gen_embed.valid(),
-        language_model: language_model.valid(),
-    };
+    let mut model = model.valid();
+    model.gen_vision_model = vq;
     export_model_dir(&model, base, init_dir)?;
 
     Ok(

@@ -9,13 +9,16 @@
 //! cargo run --release -p janus-perf --bin bench                  # Janus-Pro-1B shape, f32, all cores
 //! cargo run --release -p janus-perf --bin bench -- --shape tiny  # quick smoke run on the fixture's shape
 //! cargo run --release -p janus-perf --bin bench -- --dtype bf16 --threads 2 --repeats 3
+//! cargo run --release -p janus-perf --bin bench -- --dtype q4_k --only images16  # 16 images in one call
 //! ```
 
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use janus_perf::{DECODE_STEPS, GEN_STEPS, Shape, Workload, mean_ms, median, peak_rss_mb};
+use janus_perf::{
+    DECODE_STEPS, GEN_STEPS, IMAGES_PER_CALL, Shape, Workload, mean_ms, median, peak_rss_mb,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Stage {
@@ -27,6 +30,10 @@ enum Stage {
     Gen,
     /// `vq_decode_ms`.
     Vq,
+    /// `images_per_minute_16`: 16 images drawn whole in one call (32 CFG rows a step) and
+    /// decoded, timed once after a 2-step warm-up. Minutes at the real shape: never run by
+    /// default, only when named in `--only`.
+    Images16,
 }
 
 #[derive(Parser)]
@@ -93,7 +100,8 @@ fn main() -> anyhow::Result<()> {
         .build_global()
         .context("configuring the rayon thread pool")?;
     let threads = rayon::current_num_threads();
-    let runs = |stage| args.only.is_empty() || args.only.contains(&stage);
+    let runs =
+        |stage| args.only.contains(&stage) || (args.only.is_empty() && stage != Stage::Images16);
 
     let device = janus_cli::default_device();
     let config = shape.config()?;
@@ -204,6 +212,22 @@ fn main() -> anyhow::Result<()> {
         vq_ms = Some(ms);
     }
 
+    let mut images16_s = None;
+    if runs(Stage::Images16) {
+        let batch = w.images_batch()?;
+        w.generate(&batch, 2, 1)?;
+        let s = w.draw_images(&batch, 2)?;
+        let n = batch.images();
+        println!(
+            "images_per_minute_16 {:10.2}  ({n} images of {} codes in one call, CFG 5, {} rows a step, + VQ decode: {s:.1} s)",
+            n as f64 * 60.0 / s,
+            w.codes_per_image(),
+            batch.rows()
+        );
+        images16_s = Some(s);
+    }
+    let images_per_minute = images16_s.map(|s| IMAGES_PER_CALL as f64 * 60.0 / s);
+
     let codes = w.codes_per_image();
     let image_s = gen_ms.zip(vq_ms).map(|(g, v)| (codes as f64 * g + v) / 1e3);
     if let Some(s) = image_s {
@@ -214,7 +238,7 @@ fn main() -> anyhow::Result<()> {
     let rss = peak_rss_mb();
     println!("peak_rss_mb          {:>10}  (VmHWM)", num(rss, 1));
     println!(
-        "{{\"impl\":\"janus-rs\",\"dtype\":\"{}\",\"threads\":{threads},\"vision_ms\":{},\"prefill_ms\":{},\"decode_ms_per_token\":{},\"gen_ms_per_step\":{},\"vq_decode_ms\":{},\"image_s_estimate\":{},\"peak_rss_mb\":{}}}",
+        "{{\"impl\":\"janus-rs\",\"dtype\":\"{}\",\"threads\":{threads},\"vision_ms\":{},\"prefill_ms\":{},\"decode_ms_per_token\":{},\"gen_ms_per_step\":{},\"vq_decode_ms\":{},\"image_s_estimate\":{},\"images_per_minute_16\":{},\"images16_s\":{},\"peak_rss_mb\":{}}}",
         precision,
         num(vision_ms, 3),
         num(prefill_ms, 3),
@@ -222,6 +246,8 @@ fn main() -> anyhow::Result<()> {
         num(gen_ms, 3),
         num(vq_ms, 3),
         num(image_s, 3),
+        num(images_per_minute, 3),
+        num(images16_s, 1),
         num(rss, 1),
     );
     Ok(())
