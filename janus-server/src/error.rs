@@ -159,6 +159,10 @@ impl From<JanusError> for ApiError {
             | JanusError::ImageTokenMismatch { .. }
             | JanusError::Llm(_) => Self::bad_request(e.to_string()),
             JanusError::Processor(p) => p.clone_into_api(),
+            // The served model cannot do what was asked: the client's to change, not ours.
+            JanusError::QuantRefusedForGeneration { .. } => {
+                Self::bad_request(e.to_string()).with_code("model_refuses_generation")
+            }
             _ => Self::internal(e.to_string()),
         }
     }
@@ -189,5 +193,27 @@ impl ProcessorErrorExt for ProcessorError {
             | ProcessorError::InvalidInput(_) => ApiError::bad_request(self.to_string()),
             _ => ApiError::internal(self.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_generation_is_the_clients_400_and_names_the_reason() {
+        let e = ApiError::from(JanusError::QuantRefusedForGeneration {
+            scheme: janus_core::QuantScheme::Q4K,
+            reason: "its generation gate failed".into(),
+        });
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, Some("model_refuses_generation"));
+        assert!(
+            e.message.contains("generation gate failed"),
+            "{}",
+            e.message
+        );
+        let internal = ApiError::from(JanusError::Cancelled);
+        assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

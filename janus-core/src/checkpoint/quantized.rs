@@ -289,6 +289,10 @@ fn write_dir(
     model
         .save_into(&mut store)
         .map_err(|e| write_err(&float_path, e))?;
+    // burn-store writes through a private temporary file; give it the blocks file's mode.
+    if let Ok(meta) = std::fs::metadata(&blocks_path) {
+        let _ = std::fs::set_permissions(&float_path, meta.permissions());
+    }
 
     let entries = std::fs::read_dir(source).map_err(|e| JanusError::Io {
         path: source.to_path_buf(),
