@@ -3,28 +3,19 @@
 //! the same fresh images and prompts as `shapes.rs`, which must stay within the f32 model's
 //! bar.
 
+mod common;
+
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use burn::tensor::Device;
+use common::{
+    GENERATION_BAR, UNDERSTANDING_BAR, UNDERSTANDING_SAMPLES, load, score_generation,
+    score_understanding,
+};
 use janus_core::{
-    AnswerOptions, GATE_CFG_WEIGHT, GenerationOptions, Janus, LoadOptions, QuantScheme,
-    SamplingOptions, generation_gate, understanding_gate,
+    GATE_CFG_WEIGHT, GenerationOptions, Janus, QuantScheme, generation_gate, understanding_gate,
 };
 use janus_shapes::{Label, ShapeGenerator};
-
-fn shipped_model() -> PathBuf {
-    match std::env::var_os("SHAPES_JANUS_MODEL") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/shapes-janus"),
-    }
-}
-
-fn load(quant: Option<QuantScheme>) -> Janus {
-    let options = LoadOptions::default().with_quant(quant);
-    Janus::load(shipped_model(), &options, &Device::flex()).expect("models/shapes-janus loads")
-}
 
 fn reference() -> &'static Janus {
     static F32: OnceLock<Janus> = OnceLock::new();
@@ -87,52 +78,20 @@ fn quantised_guided_generation_logits_follow_the_f32_model() {
 fn quantised_shipped_model_still_understands_and_draws() {
     for tier in TIERS {
         let janus = load(Some(tier));
-        let mut shapes = ShapeGenerator::new(32, 777);
-        let samples: Vec<_> = (0..48).map(|_| shapes.sample()).collect();
-        let options = AnswerOptions {
-            max_new_tokens: 16,
-            sampling: SamplingOptions::greedy(),
-            stop_strings: Vec::new(),
-        };
-        let conversations: Vec<_> = samples
-            .iter()
-            .map(|s| {
-                (
-                    janus.processor.question("What is in the image?", 1),
-                    vec![s.render()],
-                )
-            })
-            .collect();
-        let mut understood = 0;
-        for (chunk, samples) in conversations.chunks(16).zip(samples.chunks(16)) {
-            let answers = janus
-                .answer_batch(chunk, &options, |_, _| ControlFlow::Continue(()))
-                .expect("answers");
-            understood += answers
-                .iter()
-                .zip(samples)
-                .filter(|(a, s)| a.text.trim() == s.label().answer())
-                .count();
-        }
-
-        let labels = Label::all();
-        let captions: Vec<String> = labels.iter().map(|l| l.caption()).collect();
-        let options = GenerationOptions::default()
-            .with_parallel_size(2)
-            .with_cfg_weight(3.0)
-            .with_seed(31);
-        let images = janus
-            .generate_images(&captions, &options, |_| ControlFlow::Continue(()))
-            .expect("images");
-        let drawn = images
-            .iter()
-            .filter(|g| janus_shapes::judge(&g.image).map(|j| j.label()) == Some(labels[g.prompt]))
-            .count();
+        let (understood, wrong_answers) = score_understanding(&janus);
+        let (drawn, wrong_images) = score_generation(&janus);
+        let n = UNDERSTANDING_SAMPLES;
         println!(
-            "{tier}: understanding {understood}/48 exactly right, generation {drawn}/24 judged right"
+            "{tier}: understanding {understood}/{n} exactly right, generation {drawn}/24 judged right"
         );
         // The f32 model's bar in shapes.rs.
-        assert!(understood >= 44, "{tier}: {understood}/48");
-        assert!(drawn >= 22, "{tier}: {drawn}/24");
+        assert!(
+            understood >= UNDERSTANDING_BAR,
+            "{tier}: {understood}/{n}: {wrong_answers:?}"
+        );
+        assert!(
+            drawn >= GENERATION_BAR,
+            "{tier}: {drawn}/24: {wrong_images:?}"
+        );
     }
 }
