@@ -277,12 +277,15 @@ fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
 }
 
+/// One way of breaking a saved directory.
+type Damage = Box<dyn Fn(&Path)>;
+
 #[test]
 fn a_damaged_quantised_directory_is_a_typed_error() {
     let tmp = TempDir::new().unwrap();
     let quantised = load(&tiny(), Some(QuantScheme::Q8_0));
     let key = "language_model.model.layers.0.self_attn.q_proj.weight";
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<(&str, Damage)> = vec![
         (
             "unknown scheme",
             Box::new(|d| edit_manifest(d, |v| v["scheme"] = "q3_k".into())),

@@ -219,11 +219,12 @@ mod x86 {
     pub(super) fn q4_k(isa: QuantIsa, w: &[u8], a: &[Q8KRow], out: &mut [f32]) {
         // SAFETY: as above.
         unsafe {
+            // For one or two rows the 256-bit kernel measures faster than the 512-bit one (the
+            // fold from 512 to 256 bits costs more than the wider multiply saves), so the
+            // 512-bit kernel starts at three rows.
             match (isa, a.len()) {
-                (QuantIsa::Avx512Vnni, 1) => q4_k_avx512::<1>(w, a, out),
-                (QuantIsa::Avx512Vnni, 2) => q4_k_avx512::<2>(w, a, out),
                 (QuantIsa::Avx512Vnni, 3) => q4_k_avx512::<3>(w, a, out),
-                (QuantIsa::Avx512Vnni, _) => q4_k_avx512::<4>(w, a, out),
+                (QuantIsa::Avx512Vnni, 4..) => q4_k_avx512::<4>(w, a, out),
                 (_, 1) => q4_k_avx2::<1>(w, a, out),
                 (_, 2) => q4_k_avx2::<2>(w, a, out),
                 (_, 3) => q4_k_avx2::<3>(w, a, out),
@@ -245,18 +246,6 @@ mod x86 {
                 _mm256_permute2x128_si256::<0x20>(u0, u1),
                 _mm256_permute2x128_si256::<0x31>(u0, u1),
             )
-        }
-    }
-
-    /// The eight i32 of a vector added (exact).
-    #[inline(always)]
-    unsafe fn hsum_i32(v: __m256i) -> i32 {
-        // SAFETY: register arithmetic only; the caller has AVX2.
-        unsafe {
-            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-            _mm_cvtsi128_si32(s)
         }
     }
 
@@ -331,45 +320,118 @@ mod x86 {
         dot_vnni
     );
 
-    /// Q4_K with AVX2: per super-block and 64 values, the low and high nibbles times the
-    /// activation quants (`vpmaddubsw`, at most 2·15·127 per i16), times the sub-block scales
-    /// (`vpmaddwd`), summed in i32.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_k_avx2<const R: usize>(w: &[u8], a: &[Q8KRow], out: &mut [f32]) {
-        const BB: usize = q4_k::BLOCK_BYTES;
-        let mut acc = [0f32; R];
-        let low = _mm256_set1_epi8(0x0F);
-        for (b, blk) in w.chunks_exact(BB).enumerate() {
-            let (sc, m) = scales_mins(&blk[4..16]);
+    /// Generates a Q4_K kernel for `R` activation rows: eight super-blocks at a time, each
+    /// block's `Σ sc·(q·a)` as eight i32 partial sums from `$block`, the mins' `Σ m·(Σ a)` as
+    /// eight products, both reduced to one vector of eight block totals; the eight block terms
+    /// are formed in f32 lanes with the portable path's operations and added to the row's sum
+    /// one block at a time, in order.
+    macro_rules! q4_k_kernel {
+        ($name:ident, $features:literal, $block:ident) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $name<const R: usize>(w: &[u8], a: &[Q8KRow], out: &mut [f32]) {
+                const BB: usize = q4_k::BLOCK_BYTES;
+                let nb = w.len() / BB;
+                let mut acc = [0f32; R];
+                let mut first = 0;
+                while first < nb {
+                    let g = (nb - first).min(8);
+                    let mut isum = [[_mm256_setzero_si256(); 8]; R];
+                    let mut imin = [[_mm256_setzero_si256(); 8]; R];
+                    let (mut dh, mut dminh) = ([0u16; 8], [0u16; 8]);
+                    for j in 0..g {
+                        let b = first + j;
+                        let blk = &w[b * BB..(b + 1) * BB];
+                        let (sc, m) = scales_mins(&blk[4..16]);
+                        dh[j] = u16::from_le_bytes([blk[0], blk[1]]);
+                        dminh[j] = u16::from_le_bytes([blk[2], blk[3]]);
+                        // SAFETY: a 144-byte block; 256 activation quants and eight sums of
+                        // block `b` in every row.
+                        unsafe {
+                            let ap: [*const i8; R] =
+                                std::array::from_fn(|r| a[r].qs.as_ptr().add(256 * b));
+                            let v = $block::<R>(blk.as_ptr(), ap, &sc);
+                            let m32 =
+                                _mm256_cvtepu8_epi32(_mm_loadl_epi64(m.as_ptr() as *const __m128i));
+                            for r in 0..R {
+                                isum[r][j] = v[r];
+                                let sums = a[r].sums.as_ptr().add(8 * b) as *const __m256i;
+                                imin[r][j] = _mm256_mullo_epi32(m32, _mm256_loadu_si256(sums));
+                            }
+                        }
+                    }
+                    // SAFETY: register arithmetic and stack arrays of eight.
+                    unsafe {
+                        let d = _mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i));
+                        let dmin =
+                            _mm256_cvtph_ps(_mm_loadu_si128(dminh.as_ptr() as *const __m128i));
+                        for r in 0..R {
+                            let mut da = [0f32; 8];
+                            da[..g].copy_from_slice(&a[r].d[first..first + g]);
+                            let da = _mm256_loadu_ps(da.as_ptr());
+                            let is = _mm256_cvtepi32_ps(totals8(&isum[r]));
+                            let im = _mm256_cvtepi32_ps(totals8(&imin[r]));
+                            let t = _mm256_sub_ps(
+                                _mm256_mul_ps(_mm256_mul_ps(d, da), is),
+                                _mm256_mul_ps(_mm256_mul_ps(dmin, da), im),
+                            );
+                            let mut terms = [0f32; 8];
+                            _mm256_storeu_ps(terms.as_mut_ptr(), t);
+                            for term in &terms[..g] {
+                                acc[r] += term;
+                            }
+                        }
+                    }
+                    first += g;
+                }
+                out[..R].copy_from_slice(&acc);
+            }
+        };
+    }
+
+    /// Scale `i` of eight i16 scales (repeated in both 128-bit halves) in every i16 lane.
+    #[inline(always)]
+    unsafe fn scale_lanes(sc16: __m256i, i: usize) -> __m256i {
+        // SAFETY: register arithmetic only; the caller has AVX2.
+        unsafe {
+            _mm256_shuffle_epi8(
+                sc16,
+                _mm256_set1_epi16((((2 * i + 1) << 8) | (2 * i)) as i16),
+            )
+        }
+    }
+
+    /// One Q4_K super-block against `R` activation rows with AVX2: per 64 values the low and
+    /// high nibbles times the activation quants (`vpmaddubsw`, at most 2·15·127 per i16), times
+    /// the sub-block scales (`vpmaddwd`), summed in eight i32 lanes.
+    #[inline(always)]
+    unsafe fn q4_k_block_avx2<const R: usize>(
+        blk: *const u8,
+        ap: [*const i8; R],
+        sc: &[u8; 8],
+    ) -> [__m256i; R] {
+        // SAFETY: the caller has AVX2 and passes a 144-byte block and 256 quants per row.
+        unsafe {
+            let low = _mm256_set1_epi8(0x0F);
+            let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
+                sc.as_ptr() as *const __m128i
+            )));
             let mut isum = [_mm256_setzero_si256(); R];
             for c in 0..4 {
-                // SAFETY: 32 quant bytes at 16 + 32c of a 144-byte block; 64 activation quants
-                // at 256b + 64c of each row.
-                unsafe {
-                    let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
-                    let lo = _mm256_and_si256(q, low);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
-                    let s_lo = _mm256_set1_epi16(sc[2 * c] as i16);
-                    let s_hi = _mm256_set1_epi16(sc[2 * c + 1] as i16);
-                    for r in 0..R {
-                        let ap = a[r].qs.as_ptr().add(256 * b + 64 * c);
-                        let a_lo = _mm256_loadu_si256(ap as *const __m256i);
-                        let a_hi = _mm256_loadu_si256(ap.add(32) as *const __m256i);
-                        let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), s_lo);
-                        let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), s_hi);
-                        isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(p_lo, p_hi));
-                    }
+                let q = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(q, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+                let s_lo = scale_lanes(sc16, 2 * c);
+                let s_hi = scale_lanes(sc16, 2 * c + 1);
+                for r in 0..R {
+                    let a_lo = _mm256_loadu_si256(ap[r].add(64 * c) as *const __m256i);
+                    let a_hi = _mm256_loadu_si256(ap[r].add(64 * c + 32) as *const __m256i);
+                    let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), s_lo);
+                    let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), s_hi);
+                    isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(p_lo, p_hi));
                 }
             }
-            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-            for r in 0..R {
-                // SAFETY: register arithmetic.
-                let is = unsafe { hsum_i32(isum[r]) };
-                let imin = q4_k_min_sum(&m, &a[r].sums[b * 8..b * 8 + 8]);
-                acc[r] += q4_k_term(d, dmin, a[r].d[b], is, imin);
-            }
+            isum
         }
-        out[..R].copy_from_slice(&acc);
     }
 
     /// 16 copies of `x` in the low half and 16 of `y` in the high half.
@@ -396,45 +458,49 @@ mod x86 {
         }
     }
 
-    /// Q4_K with AVX-512 BW: as [`q4_k_avx2`] on 128 values per step, the low nibbles of two
+    /// [`q4_k_block_avx2`] with AVX-512 BW on 128 values per step: the low nibbles of two
     /// 32-byte chunks (sub-blocks `4c` and `4c + 2`) in one register and the high nibbles
-    /// (`4c + 1`, `4c + 3`) in another.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn q4_k_avx512<const R: usize>(w: &[u8], a: &[Q8KRow], out: &mut [f32]) {
-        const BB: usize = q4_k::BLOCK_BYTES;
-        let mut acc = [0f32; R];
-        let low = _mm512_set1_epi8(0x0F);
-        for (b, blk) in w.chunks_exact(BB).enumerate() {
-            let (sc, m) = scales_mins(&blk[4..16]);
+    /// (`4c + 1`, `4c + 3`) in another; the 16 lanes folded to eight at the end.
+    #[inline(always)]
+    unsafe fn q4_k_block_avx512<const R: usize>(
+        blk: *const u8,
+        ap: [*const i8; R],
+        sc: &[u8; 8],
+    ) -> [__m256i; R] {
+        // SAFETY: the caller has AVX-512 BW and passes a 144-byte block and 256 quants per row.
+        unsafe {
+            let low = _mm512_set1_epi8(0x0F);
             let mut isum = [_mm512_setzero_si512(); R];
             for c in 0..2 {
-                // SAFETY: 64 quant bytes at 16 + 64c of a 144-byte block; 128 activation
-                // quants at 256b + 128c of each row.
-                unsafe {
-                    let q = _mm512_loadu_si512(blk.as_ptr().add(16 + 64 * c) as *const __m512i);
-                    let lo = _mm512_and_si512(q, low);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), low);
-                    let s_lo = pair16(sc[4 * c], sc[4 * c + 2]);
-                    let s_hi = pair16(sc[4 * c + 1], sc[4 * c + 3]);
-                    for r in 0..R {
-                        let ap = a[r].qs.as_ptr().add(256 * b + 128 * c);
-                        let a_lo = load2(ap, ap.add(64));
-                        let a_hi = load2(ap.add(32), ap.add(96));
-                        let p_lo = _mm512_madd_epi16(_mm512_maddubs_epi16(lo, a_lo), s_lo);
-                        let p_hi = _mm512_madd_epi16(_mm512_maddubs_epi16(hi, a_hi), s_hi);
-                        isum[r] = _mm512_add_epi32(isum[r], _mm512_add_epi32(p_lo, p_hi));
-                    }
+                let q = _mm512_loadu_si512(blk.add(16 + 64 * c) as *const __m512i);
+                let lo = _mm512_and_si512(q, low);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), low);
+                let s_lo = pair16(sc[4 * c], sc[4 * c + 2]);
+                let s_hi = pair16(sc[4 * c + 1], sc[4 * c + 3]);
+                for r in 0..R {
+                    let p = ap[r].add(128 * c);
+                    let a_lo = load2(p, p.add(64));
+                    let a_hi = load2(p.add(32), p.add(96));
+                    let p_lo = _mm512_madd_epi16(_mm512_maddubs_epi16(lo, a_lo), s_lo);
+                    let p_hi = _mm512_madd_epi16(_mm512_maddubs_epi16(hi, a_hi), s_hi);
+                    isum[r] = _mm512_add_epi32(isum[r], _mm512_add_epi32(p_lo, p_hi));
                 }
             }
-            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-            for r in 0..R {
-                let is = _mm512_reduce_add_epi32(isum[r]);
-                let imin = q4_k_min_sum(&m, &a[r].sums[b * 8..b * 8 + 8]);
-                acc[r] += q4_k_term(d, dmin, a[r].d[b], is, imin);
-            }
+            std::array::from_fn(|r| {
+                _mm256_add_epi32(
+                    _mm512_castsi512_si256(isum[r]),
+                    _mm512_extracti64x4_epi64::<1>(isum[r]),
+                )
+            })
         }
-        out[..R].copy_from_slice(&acc);
     }
+
+    q4_k_kernel!(q4_k_avx2, "avx2,fma,f16c", q4_k_block_avx2);
+    q4_k_kernel!(
+        q4_k_avx512,
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        q4_k_block_avx512
+    );
 }
 
 #[cfg(test)]
