@@ -21,6 +21,16 @@ transformers' Janus code runs them:
   (generation_mode="image")`, unrolled so each step can be timed.
 - vq_decode_ms: `model.decode_image_tokens` (codebook lookup, `post_quant_conv`, VQ decoder)
   on 576 codes -> one 384x384x3 image.
+- images_per_minute_16 (stage `images16`, only with `--only images16`, never by default):
+  16 images drawn in one `JanusForConditionalGeneration.generate(generation_mode="image")` call
+  (the HF Janus model's own image-generation entry point: 16 copies of the gen stage's 32-token
+  prompt -> 32 CFG rows a step, its static cache, the CFG logits processor at scale 5,
+  temperature 1 sampling from the whole distribution, 576 image tokens each), then
+  `model.decode_image_tokens` on the 16 x 576 codes -> 16 images of 384x384x3; timed once after
+  a 2-token warm-up call. images_per_minute_16 = 16 * 60 / images16_s (the seconds of the
+  timed call plus the decode, prompt prefill included), as janus-rs' bench `--only images16`.
+  `--images16-steps N` draws N tokens per image instead of 576 (a smoke run: the codes are
+  repeated up to 576 for the decode; not the workload, reported as "images16_tokens": N).
 - peak_rss_mb: VmHWM of this process.
 
 float32 on the CPU by default (`--device cuda` and `--dtype bf16|f16` for a GPU run: each timed
@@ -32,6 +42,7 @@ JSON object (the same keys as janus-rs' `perf/src/bin/bench.rs`) on the last lin
 """
 
 import argparse
+import copy
 import json
 import inspect
 import os
@@ -44,7 +55,11 @@ PREFILL_LEN = 640
 GEN_PROMPT_LEN = 32
 GEN_STEPS = 32
 CFG_WEIGHT = 5.0
-STAGES = ("vision", "text", "gen", "vq")
+IMAGES_PER_CALL = 16
+IMAGE_TOKENS = 576
+# `images16` runs only when named in --only (minutes, and ~17 GB at f32: 32 rows of KV cache).
+DEFAULT_STAGES = ("vision", "text", "gen", "vq")
+STAGES = DEFAULT_STAGES + ("images16",)
 DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 
 
@@ -136,21 +151,27 @@ def main():
     ap = argparse.ArgumentParser(description="HF transformers Janus on the standard workload (random weights)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=1, help="timed runs after one warm-up (median)")
-    ap.add_argument("--only", default="", help="comma-separated stages: vision,text,gen,vq (default all)")
+    ap.add_argument("--only", default="", help="comma-separated stages: vision,text,gen,vq,images16 "
+                    "(default vision,text,gen,vq; images16 only when named)")
+    ap.add_argument("--images16-steps", type=int, default=IMAGE_TOKENS,
+                    help=f"image tokens drawn per image in the images16 stage (default {IMAGE_TOKENS}, the "
+                         "workload; fewer: a smoke run, codes repeated up to 576 for the decode)")
     ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     ap.add_argument("--dtype", default="f32", choices=sorted(DTYPES), help="parameter and activation dtype")
     args = ap.parse_args()
     if args.repeats < 1:
         sys.exit("hf_bench.py: --repeats must be at least 1")
+    if not 1 <= args.images16_steps <= IMAGE_TOKENS:
+        sys.exit(f"hf_bench.py: --images16-steps must be between 1 and {IMAGE_TOKENS}")
     only = [s for s in args.only.split(",") if s]
     for s in only:
         if s not in STAGES:
             sys.exit(f"hf_bench.py: unknown stage {s!r} (choose from {','.join(STAGES)})")
-    runs = lambda s: not only or s in only  # noqa: E731
+    runs = lambda s: s in only if only else s in DEFAULT_STAGES  # noqa: E731
 
     import torch
     import transformers
-    from transformers import DynamicCache, JanusForConditionalGeneration
+    from transformers import DynamicCache, GenerationConfig, JanusForConditionalGeneration
     from transformers.generation.logits_process import ClassifierFreeGuidanceLogitsProcessor
 
     torch.set_num_threads(args.threads)
@@ -194,7 +215,8 @@ def main():
         return statistics.median(values)
 
     result = {k: None for k in ("vision_ms", "prefill_ms", "decode_ms_per_token", "gen_ms_per_step",
-                                "vq_decode_ms", "image_s_estimate")}
+                                "vq_decode_ms", "image_s_estimate", "images_per_minute_16")}
+    images16_s = None
 
     with torch.inference_mode():
         if runs("vision"):
@@ -302,6 +324,51 @@ def main():
             result["vq_decode_ms"] = measure("vq_decode_ms", vq)
             print(f"vq_decode_ms         {result['vq_decode_ms']:10.2f}  (576 codes -> one 3x384x384 image)", flush=True)
 
+        if runs("images16"):
+            vocab = config.text_config.vocab_size
+            prompt = [(1 + 37 * i) % (vocab - 1) for i in range(GEN_PROMPT_LEN)]
+            # generate() builds the unconditional rows itself: every token that is neither
+            # bos_token_id nor boi_token_id becomes pad_token_id. With the prompt's first token as
+            # BOS and its last as BOI they are the gen stage's (and janus-rs') unconditional rows.
+            gen_config = GenerationConfig(
+                do_sample=True, temperature=1.0, top_k=0, top_p=1.0, guidance_scale=CFG_WEIGHT,
+                num_return_sequences=1, bos_token_id=prompt[0], pad_token_id=vocab - 1,
+                generation_kwargs={"boi_token_id": prompt[-1]},
+            )
+            ids = torch.tensor([prompt] * IMAGES_PER_CALL, dtype=torch.long, device=device)
+            mask = torch.ones_like(ids)
+            # generate() draws `vision_model.config.num_image_tokens` tokens per image (576).
+            vision_config = model.model.vision_model.config
+            full = vision_config.num_image_tokens
+            assert full == IMAGE_TOKENS, full
+
+            def images16(tokens, decode):
+                vision_config.num_image_tokens = tokens
+                try:
+                    sync()
+                    t0 = time.perf_counter()
+                    codes = model.generate(ids, attention_mask=mask, generation_config=copy.deepcopy(gen_config),
+                                           generation_mode="image")
+                    assert tuple(codes.shape) == (IMAGES_PER_CALL, tokens), codes.shape
+                    if decode:
+                        if tokens < full:  # smoke run: repeat the codes up to a whole image
+                            codes = codes.repeat(1, -(-full // tokens))[:, :full]
+                        images = model.decode_image_tokens(codes)
+                        assert tuple(images.shape) == (IMAGES_PER_CALL, 384, 384, 3), images.shape
+                    sync()
+                    return time.perf_counter() - t0
+                finally:
+                    vision_config.num_image_tokens = full
+
+            log(f"  images16: warm-up {images16(2, False):.1f} s (2 tokens per image, no decode)")
+            images16_s = images16(args.images16_steps, True)
+            result["images_per_minute_16"] = IMAGES_PER_CALL * 60.0 / images16_s
+            smoke = "" if args.images16_steps == IMAGE_TOKENS else \
+                f"; SMOKE RUN: {args.images16_steps} tokens per image, not the workload"
+            print(f"images_per_minute_16 {result['images_per_minute_16']:10.2f}  ({IMAGES_PER_CALL} images of "
+                  f"{args.images16_steps} tokens in one generate call, CFG {CFG_WEIGHT:g}, {2 * IMAGES_PER_CALL} rows "
+                  f"a step, + VQ decode: {images16_s:.1f} s{smoke})", flush=True)
+
     if result["gen_ms_per_step"] is not None and result["vq_decode_ms"] is not None:
         result["image_s_estimate"] = (576 * result["gen_ms_per_step"] + result["vq_decode_ms"]) / 1e3
         print(f"image_s_estimate     {result['image_s_estimate']:10.2f}  ((576 x gen_ms_per_step + vq_decode_ms) / 1000)")
@@ -320,6 +387,9 @@ def main():
         line["device"] = where
     for k, v in result.items():
         line[k] = num(v, 3)
+    line["images16_s"] = num(images16_s, 1)
+    if images16_s is not None and args.images16_steps != IMAGE_TOKENS:
+        line["images16_tokens"] = args.images16_steps
     line["peak_rss_mb"] = num(rss, 1)
     if on_gpu:
         line["peak_gpu_mb"] = num(gpu_mb, 1)

@@ -10,6 +10,7 @@
 #   scripts/side-by-side/run.sh --only ours,llamacpp --stages text
 #   scripts/side-by-side/run.sh --setup-only         # install/build/write models, measure nothing
 #   scripts/side-by-side/run.sh --llamacpp-depth 0   # llama.cpp decode from an empty cache
+#   scripts/side-by-side/run.sh --threads 2 --rounds 2 --half f16 --half-stages text,gen --quant --images16
 #
 # Everything downloaded or built lives under .side-by-side/ in the repository root (git-ignored):
 # venv/ (torch, transformers, gguf, cmake, ninja from PyPI), dl/ (the llama-cpp-python sdist),
@@ -18,8 +19,15 @@
 # results-<stamp>.json (raw JSON of all three plus the table). Every setup step is skipped when
 # its output is already there, so a second run only measures.
 #
+# --quant adds the quantised tiers: llama-quantize (built next to llama-bench) makes
+# gguf/janus-pro-1b-llm-q8_0.gguf and -q4_k_m.gguf from the F16 GGUF, and each round ends with
+# ours --dtype q8_0, llama.cpp Q8_0, ours --dtype q4_k, llama.cpp Q4_K_M. --images16 measures
+# images_per_minute_16 (16 images in one call + their VQ decode) once per dtype of ours and once
+# for HF, after the rounds (and after HF's main run).
+#
 # --rounds N (N > 1) measures ours, ours-half and llama.cpp N times in alternation (round k:
-# ours, ours-half, llamacpp-f32, llamacpp-f16; outputs NAME-rK.json, llama-bench-DTYPE-rK.raw.json)
+# ours, ours-half, llamacpp-f32, llamacpp-f16 [, --quant: ours-q8_0, llamacpp-q8_0, ours-q4_k,
+# llamacpp-q4_k_m]; outputs NAME-rK.json, llama-bench-DTYPE-rK.raw.json)
 # and HF once after the rounds; the table gives the median over rounds and the min–max. This VM's
 # memory bandwidth drifts in windows of tens of seconds to minutes, so with one measurement each,
 # measured back to back, a ratio mostly tells which window each side landed in.
@@ -55,6 +63,8 @@ F16=1
 SETUP_ONLY=0
 ROUNDS=1
 DRY_RUN=0
+QUANT=0
+IMAGES16=0
 
 usage() {
   cat <<EOF
@@ -75,8 +85,17 @@ usage: scripts/side-by-side/run.sh [options]
   --half-stages LIST   stages of that run (default: --stages)
   --bf16 | --bf16-stages LIST   = --half bf16 [--half-stages LIST] (older spelling)
   --no-f16             skip the llama.cpp F16 model
+  --quant              quantised tiers too: setup builds llama-quantize and makes Q8_0 and Q4_K_M
+                       GGUFs from the F16 one; every round then also measures ours --dtype q8_0,
+                       llama.cpp Q8_0, ours --dtype q4_k, llama.cpp Q4_K_M (after the others; ours
+                       with the --half-stages selection, else --stages)
+  --images16           images_per_minute_16: ours --only images16 once per dtype (f32, the --half
+                       dtype, q8_0 and q4_k with --quant), then HF's images16 stage, once each,
+                       after the rounds and HF's main run (minutes per run: 16 images of 576
+                       tokens, CFG 5, 32 rows a step, + their VQ decode; ~17 GB at f32)
   --rounds N           measure ours, ours-half and llama.cpp N times, alternating (round k: ours,
-                       ours-half, llamacpp-f32, llamacpp-f16), HF once after the rounds; the table
+                       ours-half, llamacpp-f32, llamacpp-f16, then with --quant ours-q8_0,
+                       llamacpp-q8_0, ours-q4_k, llamacpp-q4_k_m), HF once after the rounds; the table
                        gives each cell's median over the rounds and its min-max (default 1: each
                        once, in the order ours, ours-half, hf, llamacpp-f32, llamacpp-f16). This
                        VM's memory bandwidth drifts in windows of tens of seconds to minutes, so
@@ -114,6 +133,8 @@ while [ $# -gt 0 ]; do
     --bf16) HALF=bf16; shift ;;
     --bf16-stages) HALF=bf16; HALF_STAGES="$2"; shift 2 ;;
     --no-f16) F16=0; shift ;;
+    --quant) QUANT=1; shift ;;
+    --images16) IMAGES16=1; shift ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -139,8 +160,11 @@ LOGS="$WORK/logs"
 VENV="$WORK/venv"
 PY="$VENV/bin/python"
 LLAMA_BENCH="$WORK/llama-build/bin/llama-bench"
+LLAMA_QUANTIZE="$WORK/llama-build/bin/llama-quantize"
 GGUF_F32="$WORK/gguf/janus-pro-1b-llm-f32.gguf"
 GGUF_F16="$WORK/gguf/janus-pro-1b-llm-f16.gguf"
+GGUF_Q8_0="$WORK/gguf/janus-pro-1b-llm-q8_0.gguf"
+GGUF_Q4_K_M="$WORK/gguf/janus-pro-1b-llm-q4_k_m.gguf"
 OURS_BIN="$WORK/bin/janus-bench"
 
 say() { echo "== side-by-side: $*" >&2; }
@@ -172,6 +196,11 @@ mem_check() { # mem_check WHAT GIB: warns when less memory is available than the
 
 # --- the measurement plan (run by the measuring part at the end, printed by --dry-run) --------
 
+# Our quantised tiers, and llama.cpp's GGUF types compared with them (same order).
+QUANT_OURS=(q8_0 q4_k)
+QUANT_LLAMA=(q8_0 q4_k_m)
+quant_gguf() { case "$1" in q8_0) echo "$GGUF_Q8_0" ;; q4_k_m) echo "$GGUF_Q4_K_M" ;; esac; }
+
 STAGE_ARGS=()
 [ -n "$STAGES" ] && STAGE_ARGS=(--only "$STAGES")
 HALF_ARGS=("${STAGE_ARGS[@]}")
@@ -187,7 +216,8 @@ measure_hf() {
 }
 
 # measure_round K: ours, ours-half, llamacpp-f32, llamacpp-f16 (those enabled); with --rounds 1
-# HF between ours and llama.cpp, as before --rounds existed.
+# HF between ours and llama.cpp, as before --rounds existed. With --quant, then ours-q8_0,
+# llamacpp-q8_0, ours-q4_k, llamacpp-q4_k_m (ours with the half run's stage selection).
 measure_round() {
   local s
   s="$(rsuffix "$1")"
@@ -212,6 +242,38 @@ measure_round() {
         --dtype f16 --threads "$THREADS" --repeats "$LLAMA_REPEATS" "${LLAMA_DEPTH_ARGS[@]}" --raw-out "$RUN/llama-bench-f16$s.raw.json"
     fi
   fi
+  if [ "$QUANT" = 1 ]; then
+    local i q l
+    for i in 0 1; do
+      q="${QUANT_OURS[$i]}"; l="${QUANT_LLAMA[$i]}"
+      if want ours; then
+        mem_check "ours ($q)" 4
+        measure "ours-$q$s" "$OURS_BIN" --shape pro-1b --dtype "$q" --threads "$THREADS" --repeats "$REPEATS" "${HALF_ARGS[@]}"
+      fi
+      if want llamacpp; then
+        mem_check "llama.cpp $l" 2
+        measure "llamacpp-$l$s" "$PY" "$HERE/table.py" llamacpp --bench "$LLAMA_BENCH" --model "$(quant_gguf "$l")" \
+          --dtype "$l" --threads "$THREADS" --repeats "$LLAMA_REPEATS" "${LLAMA_DEPTH_ARGS[@]}" --raw-out "$RUN/llama-bench-$l$s.raw.json"
+      fi
+    done
+  fi
+}
+
+# measure_images16: images_per_minute_16 (--images16), once each: ours f32, the --half dtype,
+# q8_0 and q4_k (--quant), then HF. 32 rows of KV cache at 608 positions (≈ 7.6 GB in f32) on
+# top of the weights.
+measure_images16() {
+  local d
+  if want ours; then
+    for d in f32 $HALF $([ "$QUANT" = 1 ] && echo "${QUANT_OURS[*]}"); do
+      mem_check "ours images16 ($d)" "$(case "$d" in f32) echo 17 ;; f16|bf16) echo 11 ;; *) echo 12 ;; esac)"
+      measure "ours-images16-$d" "$OURS_BIN" --shape pro-1b --dtype "$d" --threads "$THREADS" --repeats 1 --only images16
+    done
+  fi
+  if want hf; then
+    mem_check "HF transformers images16" 17
+    measure hf-images16 "$PY" "$HERE/hf_bench.py" --threads "$THREADS" --only images16
+  fi
 }
 
 # measure_all: the rounds, then (with --rounds > 1) HF once: it takes many minutes.
@@ -223,6 +285,9 @@ measure_all() {
   done
   if [ "$ROUNDS" != 1 ] && want hf; then
     measure_hf
+  fi
+  if [ "$IMAGES16" = 1 ]; then
+    measure_images16
   fi
 }
 
@@ -236,8 +301,21 @@ merge_files() {
     MERGE_FILES+=(--ours "$RUN/ours$s.json" --ours-half "$RUN/ours-half$s.json"
       --llamacpp-f32 "$RUN/llamacpp-f32$s.json" --llamacpp-f16 "$RUN/llamacpp-f16$s.json"
       --llamacpp-f32-raw "$RUN/llama-bench-f32$s.raw.json" --llamacpp-f16-raw "$RUN/llama-bench-f16$s.raw.json")
+    if [ "$QUANT" = 1 ]; then
+      MERGE_FILES+=(--ours-q8_0 "$RUN/ours-q8_0$s.json" --llamacpp-q8_0 "$RUN/llamacpp-q8_0$s.json"
+        --ours-q4_k "$RUN/ours-q4_k$s.json" --llamacpp-q4_k_m "$RUN/llamacpp-q4_k_m$s.json"
+        --llamacpp-q8_0-raw "$RUN/llama-bench-q8_0$s.raw.json" --llamacpp-q4_k_m-raw "$RUN/llama-bench-q4_k_m$s.raw.json")
+    fi
   done
   MERGE_FILES+=(--hf "$RUN/hf.json")
+  if [ "$IMAGES16" = 1 ]; then
+    MERGE_FILES+=(--ours-images16 "$RUN/ours-images16-f32.json" --hf-images16 "$RUN/hf-images16.json")
+    [ -n "$HALF" ] && MERGE_FILES+=(--ours-half-images16 "$RUN/ours-images16-$HALF.json")
+    if [ "$QUANT" = 1 ]; then
+      MERGE_FILES+=(--ours-q8_0-images16 "$RUN/ours-images16-q8_0.json" --ours-q4_k-images16 "$RUN/ours-images16-q4_k.json")
+    fi
+  fi
+  return 0
 }
 
 if [ "$DRY_RUN" = 1 ]; then
@@ -249,6 +327,9 @@ if [ "$DRY_RUN" = 1 ]; then
   }
   echo "dry run: implementations $IMPLS, $ROUNDS round(s); no setup, nothing measured or written"
   want llamacpp && echo "llama.cpp decode_ms_per_token at depth ${LLAMA_DEPTH:-640} (table.py --depth; plus depth 0)"
+  if [ "$QUANT" = 1 ] && want llamacpp; then
+    echo "setup (--quant): llama-quantize ${GGUF_F16#"$ROOT"/} -> ${GGUF_Q8_0#"$ROOT"/} (Q8_0), ${GGUF_Q4_K_M#"$ROOT"/} (Q4_K_M), each unless it exists"
+  fi
   measure_all
   merge_files
   echo "merge: table.py merge ${MERGE_FILES[*]//"$ROOT"\//} --meta ${RUN#"$ROOT"/}/meta.json ..."
@@ -300,19 +381,42 @@ if want llamacpp; then
     step sdist-unpack tar -xzf "$SDIST" -C "$WORK/src"
     [ -f "$LLAMA_SRC/CMakeLists.txt" ] || die "the sdist has no vendor/llama.cpp/CMakeLists.txt"
   fi
-  if [ ! -x "$LLAMA_BENCH" ]; then
-    # CPU only, -march=native (GGML_NATIVE), static, just llama-bench and what it links.
+  # llama-quantize (with --quant) is built in the same build directory: a build directory that
+  # already has llama-bench only compiles the quantize tool.
+  LLAMA_TARGETS=(llama-bench)
+  [ "$QUANT" = 1 ] && LLAMA_TARGETS+=(llama-quantize)
+  need_build=0
+  [ -x "$LLAMA_BENCH" ] || need_build=1
+  if [ "$QUANT" = 1 ] && [ ! -x "$LLAMA_QUANTIZE" ]; then need_build=1; fi
+  if [ "$need_build" = 1 ]; then
+    # CPU only, -march=native (GGML_NATIVE), static, just llama-bench (and llama-quantize) and
+    # what they link.
     step llama-configure env PATH="$VENV/bin:$PATH" cmake -S "$LLAMA_SRC" -B "$WORK/llama-build" -G Ninja \
       -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
       -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF
-    step llama-build env PATH="$VENV/bin:$PATH" cmake --build "$WORK/llama-build" --target llama-bench -j "$BUILD_JOBS"
+    step llama-build env PATH="$VENV/bin:$PATH" cmake --build "$WORK/llama-build" --target "${LLAMA_TARGETS[@]}" -j "$BUILD_JOBS"
     [ -x "$LLAMA_BENCH" ] || die "the llama.cpp build did not produce $LLAMA_BENCH"
+    if [ "$QUANT" = 1 ] && [ ! -x "$LLAMA_QUANTIZE" ]; then
+      die "the llama.cpp build did not produce $LLAMA_QUANTIZE"
+    fi
   fi
   # make_gguf.py writes to NAME.partial and renames at the end: a file that exists is complete.
   [ -f "$GGUF_F32" ] || step gguf-f32 "$PY" "$HERE/make_gguf.py" --out "$GGUF_F32" --dtype f32
-  if [ "$F16" = 1 ] && [ ! -f "$GGUF_F16" ]; then
+  # The quantised GGUFs are made from the F16 one, so --quant needs it even with --no-f16.
+  if { [ "$F16" = 1 ] || [ "$QUANT" = 1 ]; } && [ ! -f "$GGUF_F16" ]; then
     step gguf-f16 "$PY" "$HERE/make_gguf.py" --out "$GGUF_F16" --dtype f16
+  fi
+  if [ "$QUANT" = 1 ]; then
+    # quantize_gguf IN OUT TYPE: llama-quantize into OUT.partial, renamed to OUT when complete
+    # (as make_gguf.py does), so a file that exists is complete.
+    quantize_gguf() {
+      rm -f "$2.partial"
+      # (set -e is off inside step's `|| rc=$?`: the && carries the failure.)
+      "$LLAMA_QUANTIZE" "$1" "$2.partial" "$3" && mv "$2.partial" "$2"
+    }
+    [ -f "$GGUF_Q8_0" ] || step gguf-q8_0 quantize_gguf "$GGUF_F16" "$GGUF_Q8_0" Q8_0
+    [ -f "$GGUF_Q4_K_M" ] || step gguf-q4_k_m quantize_gguf "$GGUF_F16" "$GGUF_Q4_K_M" Q4_K_M
   fi
 fi
 

@@ -17,8 +17,18 @@
         --llamacpp-f32 llamacpp-f32-r1.json --llamacpp-f32 llamacpp-f32-r2.json ... \
         [--llamacpp-f32-raw llama-bench-f32-r1.raw.json ...] --results-out results.json
 
+    # quantised tiers (run.sh --quant): four more columns and their target ratios
+    python table.py merge ... --ours-q8_0 oq8.json --llamacpp-q8_0 lq8.json \
+        --ours-q4_k oq4.json --llamacpp-q4_k_m lq4.json [--llamacpp-q8_0-raw ...] ...
+
+    # images_per_minute_16 (run.sh --images16): each column's `--only images16` output, measured
+    # once; its images_per_minute_16 and images16_s go into that column (row images_per_minute_16)
+    python table.py merge ... --ours-images16 oi.json --hf-images16 hi.json \
+        [--ours-half-images16 ...] [--ours-q8_0-images16 ...] [--ours-q4_k-images16 ...]
+
 Each input file holds the implementation's stdout; the WORKLOAD JSON object is its last
 non-empty line that parses as JSON. Missing inputs (a skipped implementation) become `–`.
+Without quantised or images16 inputs the table is the one from before those existed.
 With several files for one implementation, each key's figure is the median over the rounds
 (`peak_rss_mb`: the maximum), the table shows the min–max after it, and the results JSON keeps
 every round's object under "rounds".
@@ -43,11 +53,71 @@ KEYS = [
 ]
 
 # Keys that are not table rows but merge over rounds all the same (median): llama.cpp's decode
-# from an empty cache, for WORKLOAD.md's `llama-bench -p 640 -n 32`.
-EXTRA_KEYS = ["decode_ms_per_token_d0"]
+# from an empty cache, for WORKLOAD.md's `llama-bench -p 640 -n 32`; the images16 stage's keys
+# (normally measured once, outside the rounds, and merged in from the --*-images16 files).
+EXTRA_KEYS = ["decode_ms_per_token_d0", "images_per_minute_16", "images16_s"]
+
+# The row of the images16 stage (higher is better), shown only when some column has it.
+IMAGES_KEY = ("images_per_minute_16", "images/min")
 
 # Weight bytes a decode step must read (WORKLOAD.md): 24 layers + lm_head.
 DECODE_GB = {"f32": 5.8, "bf16": 2.9, "f16": 2.9}
+
+# The language model's linear weights (24 layers + lm_head; the embedding is one row a token).
+_H, _M, _V, _LAYERS = 2048, 5632, 102400, 24
+_ATTN, _MLP = 4 * _H * _H, 3 * _H * _M   # q, k, v, o; gate, up, down
+_V_DOWN = _H * _H + _H * _M            # one layer's v_proj + down_proj
+_LAYER_W = _ATTN + _MLP
+_Q8_0, _Q4_K, _Q6_K = 34 / 32, 144 / 256, 210 / 256  # GGML bytes per weight
+
+
+def _quant_gb():
+    """Weight GB a quantised decode step reads, by dtype name (approximate: block scales
+    included, the mix as each side documents it, and nothing for the f32 norms)."""
+    all_w = _LAYERS * _LAYER_W + _V * _H
+    # ours q4_k: lm_head and layers 0 and 23's v_proj / down_proj in Q8_0, the rest Q4_K.
+    ours_q8 = _V * _H + 2 * _V_DOWN
+    # llama.cpp Q4_K_M (llama_tensor_get_type): output in Q6_K; attn_v and ffn_down in Q6_K in
+    # the layers of use_more_bits(i, 24) (i < 3, i >= 21, (i - 3) % 3 == 2: 12 layers); the rest
+    # Q4_K.
+    more_bits = [i for i in range(_LAYERS) if i < _LAYERS // 8 or i >= 7 * _LAYERS // 8
+                 or (i - _LAYERS // 8) % 3 == 2]
+    llama_q6 = _V * _H + len(more_bits) * _V_DOWN
+    return {
+        "q8_0": all_w * _Q8_0 / 1e9,
+        "q4_k": (ours_q8 * _Q8_0 + (all_w - ours_q8) * _Q4_K) / 1e9,
+        "q4_k_m": (llama_q6 * _Q6_K + (all_w - llama_q6) * _Q4_K) / 1e9,
+    }
+
+
+QUANT_GB = _quant_gb()
+
+# The quantised tiers' columns (run.sh --quant), after the others.
+QUANT_COLS = [("ours_q8_0", "ours q8_0"), ("llamacpp_q8_0", "llama.cpp Q8_0"),
+              ("ours_q4_k", "ours q4_k"), ("llamacpp_q4_k_m", "llama.cpp Q4_K_M")]
+
+# Their target ratios, added to a row's target cell when the quantised columns are there:
+# (row key, numerator impl, numerator key, denominator impl, denominator key, label, target
+# text, test).
+QUANT_TARGETS = [
+    ("prefill_ms", "ours_q8_0", "prefill_ms", "ours", "prefill_ms", "ours q8_0/ours f32",
+     "≤ 1.05", lambda r: r <= 1.05),
+    ("prefill_ms", "ours_q4_k", "prefill_ms", "ours", "prefill_ms", "ours q4_k/ours f32",
+     "≤ 1.05", lambda r: r <= 1.05),
+    ("decode_ms_per_token", "ours_q8_0", "decode_ms_per_token", "llamacpp_q8_0",
+     "decode_ms_per_token", "ours q8_0/llama.cpp Q8_0", "≤ 1.0", lambda r: r <= 1.0),
+    ("decode_ms_per_token", "ours_q4_k", "decode_ms_per_token", "llamacpp_q4_k_m",
+     "decode_ms_per_token", "ours q4_k/llama.cpp Q4_K_M", "≤ 1.15", lambda r: r <= 1.15),
+    ("gen_ms_per_step", "ours_q8_0", "gen_ms_per_step", "llamacpp_q8_0", "decode_ms_per_token",
+     "ours q8_0 gen step/llama.cpp Q8_0 decode", "≤ 1.25", lambda r: r <= 1.25),
+    ("gen_ms_per_step", "ours_q4_k", "gen_ms_per_step", "llamacpp_q4_k_m", "decode_ms_per_token",
+     "ours q4_k gen step/llama.cpp Q4_K_M decode", "≤ 1.25", lambda r: r <= 1.25),
+]
+
+# The images16 columns: (impl, merge option's dest). Target: ours f32/HF ≥ 1 (higher is better).
+IMAGES16_INPUTS = [("ours", "ours_images16"), ("ours_half", "ours_half_images16"),
+                   ("ours_q8_0", "ours_q8_0_images16"), ("ours_q4_k", "ours_q4_k_images16"),
+                   ("hf", "hf_images16")]
 
 # (row key, numerator impl, numerator key, denominator impl, denominator key, target text, test)
 TARGETS = [
@@ -174,6 +244,8 @@ def fmt(v, unit):
         return f"{v:.1f}"
     if unit == "MiB":
         return f"{v:.0f}"
+    if unit == "images/min":
+        return f"{v:.2f}"
     return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
 
 
@@ -185,6 +257,8 @@ def fmt_range(values, unit):
     def short(v):
         if unit == "s":
             return f"{v:.1f}"
+        if unit == "images/min":
+            return f"{v:.2f}"
         return f"{v:.0f}" if unit == "MiB" or v >= 100 else f"{v:.1f}"
     return f" ({short(min(values))}–{short(max(values))})"
 
@@ -225,6 +299,10 @@ def build_table(res, meta):
         cols.append(("ours_half", f"ours {res['ours_half'].get('dtype', 'half')}"))
     cols += [("hf", "HF transformers (f32)"), ("llamacpp_f32", "llama.cpp f32"),
              ("llamacpp_f16", "llama.cpp F16")]
+    # The quantised columns (all four) when any of them was measured.
+    quant = any(res.get(impl) for impl, _ in QUANT_COLS)
+    if quant:
+        cols += QUANT_COLS
     head = ["key"] + [c[1] for c in cols] + ["ours/HF", "target ratio"]
     out = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * len(head)) + "|"]
 
@@ -232,7 +310,13 @@ def build_table(res, meta):
         r = res.get(impl)
         return None if not r else r.get(key)
 
-    for key, unit in KEYS:
+    # images_per_minute_16 after image_s_estimate, when some column has it.
+    images16 = any(get(impl, IMAGES_KEY[0]) is not None for impl, _ in cols)
+    keys = list(KEYS)
+    if images16:
+        keys.insert([k for k, _ in keys].index("image_s_estimate") + 1, IMAGES_KEY)
+
+    for key, unit in keys:
         row = [f"`{key}` ({unit})"] + [fmt(get(impl, key), unit) +
                                        fmt_range(round_values(res.get(impl), key), unit)
                                        for impl, _ in cols]
@@ -253,6 +337,17 @@ def build_table(res, meta):
             dtype = res["ours_half"].get("dtype", "half")
             target += (f"; ours {dtype}/llama.cpp F16 = **{r:.2f}** (≤ 1.15) "
                        f"{'✅' if r <= 1.15 else '❌'}")
+        if quant:
+            for k, ni, nk, di, dk, label, text, test in QUANT_TARGETS:
+                if k != key:
+                    continue
+                n, d = get(ni, nk), get(di, dk)
+                if n and d:
+                    target += f"; {label} = **{n / d:.2f}** ({text}) {'✅' if test(n / d) else '❌'}"
+                else:
+                    target += f"; {label} – ({text})"
+        if key == IMAGES_KEY[0]:
+            target = images16_target(res, get)
         row.append(target)
         out.append("| " + " | ".join(row) + " |")
 
@@ -266,6 +361,19 @@ def build_table(res, meta):
         out.append(f"Each cell: median of {n} alternated rounds (min–max over the rounds in "
                    "parentheses; `peak_rss_mb`: the maximum); ratios from the medians." + fewer)
 
+    if images16:
+        def smoke(impl):  # hf_bench.py --images16-steps N < 576: not the workload
+            n = ((res.get(impl) or {}).get("images16") or {}).get("images16_tokens")
+            return f" (SMOKE RUN: {n} tokens per image)" if n else ""
+        secs = "; ".join(f"{label} {get(impl, 'images16_s'):.1f} s{smoke(impl)}" for impl, label in cols
+                         if get(impl, "images16_s") is not None)
+        out.append("")
+        out.append("`images_per_minute_16`: 16 images drawn in one call (one prompt 16 times, CFG 5: "
+                   "32 rows a step, 576 image tokens, temperature 1) plus the VQ decode of the 16 to "
+                   "384x384, timed once after a short warm-up, outside the rounds; = 16 × 60 / "
+                   "`images16_s` (higher is better; its ours/HF is ours' images/min over HF's). "
+                   "`images16_s`: " + (secs or "–") + ".")
+
     depth_line = llamacpp_depth_line(res, get)
     if depth_line:
         out.append("")
@@ -277,6 +385,9 @@ def build_table(res, meta):
     checks = [(k, ni, nk, di, dk, text) for k, ni, nk, di, dk, text, _ in TARGETS]
     checks.append(("decode_ms_per_token", "ours_half", "decode_ms_per_token", "llamacpp_f16",
                    "decode_ms_per_token", "≤ 1.15 vs F16"))
+    if quant:
+        checks += [(k, ni, nk, di, dk, f"{label} {text}")
+                   for k, ni, nk, di, dk, label, text, _ in QUANT_TARGETS]
     for k, ni, nk, di, dk, text in checks:
         num, den = round_values(res.get(ni), nk), round_values(res.get(di), dk)
         if len(num) > 1 and len(num) == len(den):
@@ -294,11 +405,22 @@ def build_table(res, meta):
     for impl, label in cols:
         r = res.get(impl)
         if r and r.get("decode_ms_per_token"):
-            gb = DECODE_GB.get(r.get("dtype", "f32"), 5.8)
+            dtype = r.get("dtype", "f32")
+            gb = DECODE_GB.get(dtype, QUANT_GB.get(dtype, 5.8))
             bw.append(f"{label} {gb / (r['decode_ms_per_token'] / 1e3):.1f} GB/s")
     out.append("")
-    out.append("Bandwidth floor (a decode step reads every weight once: ≈ 5.8 GB in f32, 2.9 GB in "
-               "16-bit; GB/s implied by each decode time): " + ("; ".join(bw) if bw else "–") + ".")
+    if quant:
+        out.append("Bandwidth floor (a decode step reads every weight once: ≈ 5.8 GB in f32, 2.9 GB "
+                   f"in 16-bit, {QUANT_GB['q8_0']:.2f} GB in Q8_0 (34 bytes per 32 weights); "
+                   f"≈ {QUANT_GB['q4_k']:.2f} GB for ours q4_k (Q4_K, 144 bytes per 256 weights, with "
+                   "lm_head and layers 0 and 23's v_proj/down_proj in Q8_0) and ≈ "
+                   f"{QUANT_GB['q4_k_m']:.2f} GB for llama.cpp Q4_K_M (Q4_K with output and 12 "
+                   "layers' attn_v/ffn_down in Q6_K, 210 bytes per 256): approximate, the two Q4 "
+                   "mixes differ; GB/s implied by each decode time): " +
+                   ("; ".join(bw) if bw else "–") + ".")
+    else:
+        out.append("Bandwidth floor (a decode step reads every weight once: ≈ 5.8 GB in f32, 2.9 GB in "
+                   "16-bit; GB/s implied by each decode time): " + ("; ".join(bw) if bw else "–") + ".")
     if meta:
         out.append("")
         bits = []
@@ -314,11 +436,30 @@ def build_table(res, meta):
     return "\n".join(out)
 
 
+def images16_target(res, get):
+    """The target cell of the images_per_minute_16 row: ours f32/HF ≥ 1 (higher is better), then
+    every other tier of ours over HF."""
+    text = "ours/HF ≥ 1"
+    o, h = get("ours", IMAGES_KEY[0]), get("hf", IMAGES_KEY[0])
+    if o and h:
+        cell = f"**{o / h:.2f}** ({text}) {'✅' if o / h >= 1 else '❌'}"
+    else:
+        cell = f"– ({text})"
+    if h:
+        for impl in ("ours_half", "ours_q8_0", "ours_q4_k"):
+            v = get(impl, IMAGES_KEY[0])
+            if v:
+                cell += f"; ours {res[impl].get('dtype', impl)}/HF = **{v / h:.2f}**"
+    return cell
+
+
 def llamacpp_depth_line(res, get):
     """llama.cpp's decode depth and its depth-0 figures with ours' ratios to them; None for
     results without them (files from before the depth run)."""
     pairs = [(impl, label, num) for impl, label, num in
-             (("llamacpp_f32", "llama.cpp f32", "ours"), ("llamacpp_f16", "llama.cpp F16", "ours_half"))
+             (("llamacpp_f32", "llama.cpp f32", "ours"), ("llamacpp_f16", "llama.cpp F16", "ours_half"),
+              ("llamacpp_q8_0", "llama.cpp Q8_0", "ours_q8_0"),
+              ("llamacpp_q4_k_m", "llama.cpp Q4_K_M", "ours_q4_k"))
              if get(impl, "decode_ms_per_token_d0") is not None]
     if not pairs:
         return None
@@ -369,13 +510,32 @@ def existing(paths):
 def cmd_merge(args):
     res = {name: merge_rounds([last_json_line(p) for p in existing(getattr(args, name))])
            for name in ("ours", "ours_half", "hf", "llamacpp_f32", "llamacpp_f16")}
+    # The quantised columns: in the results only when measured (older results files unchanged).
+    for name, _ in QUANT_COLS:
+        r = merge_rounds([last_json_line(p) for p in existing(getattr(args, name))])
+        if r:
+            res[name] = r
+    # images16 outputs (measured once): their keys into the column's result, the whole object
+    # under "images16"; a column with nothing else is the images16 object itself.
+    for name, dest in IMAGES16_INPUTS:
+        objs = [last_json_line(p) for p in existing(getattr(args, dest))]
+        if not objs:
+            continue
+        obj = objs[-1]
+        if res.get(name) is None:
+            res[name] = dict(obj)
+        for key in ("images_per_minute_16", "images16_s"):
+            res[name][key] = obj.get(key)
+        res[name]["images16"] = obj
     meta = {}
     if args.meta and os.path.exists(args.meta):
         with open(args.meta) as f:
             meta = json.load(f)
     raw = {}
     # One round: llama-bench's JSON array as it is; several: a list of them, one per round.
-    for name, paths in (("llamacpp_f32", args.llamacpp_f32_raw), ("llamacpp_f16", args.llamacpp_f16_raw)):
+    for name, paths in (("llamacpp_f32", args.llamacpp_f32_raw), ("llamacpp_f16", args.llamacpp_f16_raw),
+                        ("llamacpp_q8_0", args.llamacpp_q8_0_raw),
+                        ("llamacpp_q4_k_m", args.llamacpp_q4_k_m_raw)):
         arrays = []
         for path in existing(paths):
             with open(path) as f:
@@ -418,9 +578,14 @@ def main():
 
     m = sub.add_parser("merge", help="merge JSON lines into a results file and print the table")
     for name in ("ours", "ours-half", "hf", "llamacpp-f32", "llamacpp-f16", "llamacpp-f32-raw",
-                 "llamacpp-f16-raw"):
+                 "llamacpp-f16-raw", "ours-q8_0", "llamacpp-q8_0", "ours-q4_k", "llamacpp-q4_k_m",
+                 "llamacpp-q8_0-raw", "llamacpp-q4_k_m-raw"):
         m.add_argument("--" + name, action="append", metavar="FILE",
                        help="repeat once per round; the median over the rounds is used")
+    for name in ("ours", "ours-half", "ours-q8_0", "ours-q4_k", "hf"):
+        m.add_argument(f"--{name}-images16", action="append", metavar="FILE",
+                       help="that column's --only images16 output (measured once; the last given "
+                            "file counts)")
     for name in ("meta", "results-out", "markdown-out"):
         m.add_argument("--" + name)
     m.set_defaults(fn=cmd_merge)
