@@ -1,5 +1,7 @@
 //! Times few-row products at LLaMA-1B shapes: f32 and f16 weights (`profiling::matmul_rows_with`) against
-//! Q8_0 and Q4_K ([`QuantMatrix::matmul_rows`]) on each instruction set.
+//! Q8_0 and Q4_K ([`QuantMatrix::matmul_rows`]) on each instruction set; then prefill-sized
+//! products (640 rows): the f32 GEMM on all threads, as burn-flex calls it, against
+//! [`QuantMatrix::matmul_t`] (dequantised weight, the same GEMM).
 //!
 //! ```text
 //! cargo build --workspace --release --all-targets
@@ -108,6 +110,80 @@ fn main() {
                     line(&format!("{name} {isa:?}"), q.bytes().len(), ms);
                 }
             }
+        }
+    }
+    prefill(iters.clamp(3, 10));
+}
+
+/// 640-row products: `gemm` on all threads over the f32 weight's transposed view (burn-flex's
+/// prefill product) against `matmul_t` over Q8_0 and Q4_K.
+fn prefill(iters: usize) {
+    const M: usize = 640;
+    println!("\nprefill, {M} rows, median of {iters}");
+    println!(
+        "{:<11} {:<8} {:>9} {:>8}",
+        "shape", "weights", "ms", "× f32"
+    );
+    for (n, k) in [(2048usize, 2048usize), (5632, 2048), (2048, 5632)] {
+        let w = values(n * k, 1);
+        let x = values(M * k, 2);
+        let f32_ms = time(iters, || {
+            // A fresh output each call, as burn-flex's product allocates one.
+            let mut y = vec![0f32; M * n];
+            // SAFETY: x is [M, k], w is [n, k] read as its [k, n] transposed view, y is [M, n].
+            unsafe {
+                gemm::gemm(
+                    M,
+                    n,
+                    k,
+                    y.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    w.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                );
+            }
+            std::hint::black_box(&y);
+        });
+        println!(
+            "{:<11} {:<8} {f32_ms:>9.2} {:>8.3}",
+            format!("{n}x{k}"),
+            "f32",
+            1.0
+        );
+        for kind in [QuantKind::Q8_0, QuantKind::Q4K] {
+            let q = QuantMatrix::quantize(kind, &w, n, k).unwrap();
+            let ms = time(iters, || {
+                std::hint::black_box(q.matmul_t(&x, M).unwrap());
+            });
+            println!(
+                "{:<11} {:<8} {ms:>9.2} {:>8.3}",
+                format!("{n}x{k}"),
+                format!("{kind:?}"),
+                ms / f32_ms
+            );
+            let mut scratch = vec![0f32; n * k];
+            let ms = time(iters, || {
+                q.dequantize_rows_into(0..n, &mut scratch).unwrap();
+                std::hint::black_box(&scratch);
+            });
+            println!(
+                "{:<11} {:<8} {ms:>9.2} {:>8.3}",
+                format!("{n}x{k}"),
+                format!("{kind:?} deq"),
+                ms / f32_ms
+            );
         }
     }
 }

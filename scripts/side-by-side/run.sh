@@ -390,9 +390,22 @@ if want llamacpp; then
   if [ "$QUANT" = 1 ] && [ ! -x "$LLAMA_QUANTIZE" ]; then need_build=1; fi
   if [ "$need_build" = 1 ]; then
     # CPU only, -march=native (GGML_NATIVE), static, just llama-bench (and llama-quantize) and
-    # what they link.
+    # what they link. On a CPU that lists AMX, -march=native compiles GGML's AMX kernels, and a
+    # VM whose hypervisor does not enable the tile state kills them with SIGILL (tilezero) on the
+    # first prefill; there, and for a like-for-like comparison (janus-rs uses no AMX), the build
+    # names this CPU's x86 features one by one instead, AMX left out.
+    ISA_ARGS=(-DGGML_NATIVE=ON)
+    if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+      ISA_ARGS=(-DGGML_NATIVE=OFF)
+      for f in avx:GGML_AVX avx2:GGML_AVX2 fma:GGML_FMA f16c:GGML_F16C bmi2:GGML_BMI2 \
+               avx_vnni:GGML_AVX_VNNI avx512f:GGML_AVX512 avx512vbmi:GGML_AVX512_VBMI \
+               avx512_vnni:GGML_AVX512_VNNI avx512_bf16:GGML_AVX512_BF16; do
+        if grep -qw "${f%%:*}" /proc/cpuinfo; then ISA_ARGS+=("-D${f#*:}=ON"); else ISA_ARGS+=("-D${f#*:}=OFF"); fi
+      done
+      say "this CPU lists AMX: llama.cpp built without it (${ISA_ARGS[*]})"
+    fi
     step llama-configure env PATH="$VENV/bin:$PATH" cmake -S "$LLAMA_SRC" -B "$WORK/llama-build" -G Ninja \
-      -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
+      -DCMAKE_BUILD_TYPE=Release "${ISA_ARGS[@]}" -DBUILD_SHARED_LIBS=OFF \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
       -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF
     step llama-build env PATH="$VENV/bin:$PATH" cmake --build "$WORK/llama-build" --target "${LLAMA_TARGETS[@]}" -j "$BUILD_JOBS"

@@ -8,7 +8,7 @@ pub(crate) mod conv;
 pub(crate) mod linear;
 pub(crate) mod llama;
 pub(crate) mod rows;
-mod sgemm;
+pub(crate) mod sgemm;
 mod vmath;
 
 /// A raw output buffer shared by parallel tasks that write disjoint elements of it.

@@ -29,11 +29,38 @@ impl<P> Strided<P> {
 /// Every element the three shapes and strides address must be inside a live allocation; `dst`
 /// must not overlap `lhs` or `rhs`, and no other thread may write `dst`'s elements meanwhile.
 pub(crate) unsafe fn sgemm(
+    shape: (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    accumulate: bool,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { sgemm_with(shape, dst, accumulate, lhs, rhs, gemm::Parallelism::None) }
+}
+
+/// [`sgemm`] on all of rayon's threads: `gemm` splits the product itself, as burn-flex's
+/// matrix product does for large products (the f32 prefill path).
+///
+/// # Safety
+/// As [`sgemm`], with no other thread touching `dst` during the call.
+pub(crate) unsafe fn sgemm_parallel(
+    shape: (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { sgemm_with(shape, dst, false, lhs, rhs, gemm::Parallelism::Rayon(0)) }
+}
+
+unsafe fn sgemm_with(
     (m, n, k): (usize, usize, usize),
     dst: Strided<*mut f32>,
     accumulate: bool,
     lhs: Strided<*const f32>,
     rhs: Strided<*const f32>,
+    parallelism: gemm::Parallelism,
 ) {
     // `gemm` computes dst = alpha·dst + beta·lhs·rhs and reads dst only when told to.
     let alpha = if accumulate { 1.0 } else { 0.0 };
@@ -58,7 +85,7 @@ pub(crate) unsafe fn sgemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
