@@ -5,6 +5,8 @@
 //! the kernel's output in a new tensor. When any of that does not apply the answer is `None`
 //! (or `Err` with the input handed back untouched), and the op in `ops` runs burn's instead.
 
+use crate::kernels;
+use crate::kernels::batch::{BatchWeight, MAX_BATCH_ROWS};
 use crate::kernels::cached::CacheView;
 use crate::kernels::rows::{MAX_ROWS, WeightLayout, Weights, matmul_rows, widened};
 use crate::ops::ConvAlgorithm;
@@ -399,6 +401,63 @@ pub(crate) fn few_rows_matmul(
     Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
 }
 
+/// [`crate::nn::linear`]'s product for a batch of rows over an `[out, in]` weight
+/// ([`batch_matmul_t`]); `None` where it does not apply (more than [`MAX_ROWS`] and at most
+/// [`MAX_BATCH_ROWS`] rows, f32, f16 or bf16 input and contiguous weight, no autodiff, a CPU
+/// with AVX2 + FMA).
+pub(crate) fn batch_matmul_t(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
+    let [rows, d_in] = x.dims();
+    let [d_out, w_in] = weight.dims();
+    let (dtype, w_dtype) = (x.dtype(), weight.dtype());
+    let handled = matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+        && matches!(w_dtype, DType::F32 | DType::F16 | DType::BF16);
+    if w_in != d_in || !(MAX_ROWS + 1..=MAX_BATCH_ROWS).contains(&rows) || !handled {
+        return None;
+    }
+    if x.device().is_autodiff() {
+        return None;
+    }
+    let w = weight.clone().try_into_primitive::<Flex>().ok()?;
+    let xt = x.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
+    if !aligned(&xt, dtype.size()) {
+        return None;
+    }
+    let x32: Cow<'_, [f32]> = match dtype {
+        DType::F32 => Cow::Borrowed(xt.as_slice()?),
+        DType::F16 => Cow::Owned(widened::<f16>(xt.as_slice()?)),
+        _ => Cow::Owned(widened::<bf16>(xt.as_slice()?)),
+    };
+    let y = match weights_of(&w)? {
+        Weights::F32(v) => kernels::batch::batch_matmul_t(
+            &x32,
+            rows,
+            d_in,
+            &BatchWeight::F32(v),
+            d_out,
+        ),
+        Weights::F16(v) => {
+            let widen = |r: std::ops::Range<usize>, out: &mut [f32]| {
+                v[r.start * d_in..r.end * d_in].convert_to_f32_slice(out);
+                true
+            };
+            kernels::batch::batch_matmul_t(&x32, rows, d_in, &BatchWeight::Widen(&widen), d_out)
+        }
+        Weights::BF16(v) => {
+            let widen = |r: std::ops::Range<usize>, out: &mut [f32]| {
+                v[r.start * d_in..r.end * d_in].convert_to_f32_slice(out);
+                true
+            };
+            kernels::batch::batch_matmul_t(&x32, rows, d_in, &BatchWeight::Widen(&widen), d_out)
+        }
+    }?;
+    let data = match dtype {
+        DType::F32 => TensorData::new(y, [rows, d_out]),
+        DType::F16 => TensorData::new(narrowed::<f16>(&y), [rows, d_out]),
+        _ => TensorData::new(narrowed::<bf16>(&y), [rows, d_out]),
+    };
+    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
+}
+
 /// f32 values rounded to f16 or bf16.
 fn narrowed<H: Copy + Default>(y: &[f32]) -> Vec<H>
 where
@@ -446,6 +505,39 @@ mod tests {
                 let y = few_rows_matmul(&x, &wio, WeightLayout::InOut).expect("applies");
                 close(&y, &x32.matmul(w32.transpose()), 1e-3);
             }
+        }
+    }
+
+    /// The batch kernel takes 5 to 128 rows over a contiguous `[out, in]` weight in any float
+    /// dtype, accumulating in f32; it declines the few-row counts, larger batches and views.
+    #[test]
+    fn batch_kernel_matches_burns_product_in_f32() {
+        let device = Device::flex();
+        let w = Tensor::<2>::random([75, 48], burn::tensor::Distribution::Default, &device);
+        for w_dtype in [DType::F32, DType::F16, DType::BF16] {
+            let w = w.clone().cast(w_dtype);
+            for rows in [MAX_ROWS + 1, 33, MAX_BATCH_ROWS] {
+                let x =
+                    Tensor::<2>::random([rows, 48], burn::tensor::Distribution::Default, &device);
+                let want = x.clone().matmul(w.clone().cast(DType::F32).transpose());
+                match kernels::batch::Tiles::detect() {
+                    Some(_) => close(&batch_matmul_t(&x, &w).expect("applies"), &want, 1e-5),
+                    None => assert!(batch_matmul_t(&x, &w).is_none()),
+                }
+                let x16 = x.clone().cast(DType::F16);
+                if let Some(y) = batch_matmul_t(&x16, &w) {
+                    assert_eq!(y.dtype(), DType::F16);
+                    let want = x16.cast(DType::F32).matmul(w.clone().cast(DType::F32).transpose());
+                    close(&y, &want, 1e-3);
+                }
+            }
+            for rows in [MAX_ROWS, MAX_BATCH_ROWS + 1] {
+                let x =
+                    Tensor::<2>::random([rows, 48], burn::tensor::Distribution::Default, &device);
+                assert!(batch_matmul_t(&x, &w).is_none(), "{rows} rows");
+            }
+            let x = Tensor::<2>::random([9, 75], burn::tensor::Distribution::Default, &device);
+            assert!(batch_matmul_t(&x, &w.clone().transpose()).is_none(), "a view");
         }
     }
 

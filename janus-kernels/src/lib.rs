@@ -19,6 +19,7 @@ pub mod nn;
 mod ops;
 pub mod quant;
 
+pub use kernels::batch::MAX_BATCH_ROWS;
 pub use kernels::rows::{MAX_ROWS, WeightLayout, set_weight_prefetch, weight_prefetch};
 pub use ops::{
     attention_qkv, cached_attention, conv3x3, few_rows_matmul, gelu, group_norm, linear, rms_norm,
@@ -27,12 +28,14 @@ pub use ops::{
 
 /// Entry points for the profiling tools, which time the kernels against burn's ops and against
 /// each other: the slice-level product with its instruction set chosen, the convolution with its
-/// algorithm chosen, and burn's blocked few-row product with its block size chosen.
+/// algorithm chosen, burn's blocked few-row product with its block size chosen, and the batch
+/// product over an f32 weight.
 ///
 /// Unstable: enabled by the `profiling` feature, not part of the crate's API, and changed with
 /// the tools that use them.
 #[cfg(feature = "profiling")]
 pub mod profiling {
+    pub use crate::kernels::batch::batch_matmul_t_f32;
     pub use crate::kernels::rows::{Isa, Weights, matmul_rows_with};
     pub use crate::ops::{ConvAlgorithm, conv3x3_with, few_rows_matmul_t};
 }

@@ -17,7 +17,10 @@ use crate::flex;
 /// Up to [`MAX_ROWS`] rows (a decode step, the two CFG rows of an image-generation step) are
 /// bound by reading the weight, which burn-flex does at a fraction of the memory bandwidth:
 /// they go through [`crate::few_rows_matmul`]'s kernel where it applies, with the bias added
-/// after. Everything else is burn's product: for `OutIn`, one matrix product over the rows
+/// after. A batch of rows over an `OutIn` weight (more than [`MAX_ROWS`], at most
+/// [`crate::MAX_BATCH_ROWS`]: short prompts, 16 images' CFG rows) goes through the batch kernel,
+/// which reads the weight once in its own layout instead of packing it as `gemm` does.
+/// Everything else is burn's product: for `OutIn`, one matrix product over the rows
 /// flattened (a weight in another dtype cast to `x`'s; a few rows on another backend or under
 /// autodiff as [`crate::few_rows_matmul`] computes them), for `InOut` burn's `linear`.
 ///
@@ -49,7 +52,8 @@ pub fn linear<const D: usize>(
     match layout {
         WeightLayout::OutIn if fits => {
             let x = x.reshape([rows, d_in]);
-            let y = match few_rows_kernel(&x, weight, layout) {
+            let kernel = few_rows_kernel(&x, weight, layout).or_else(|| batch_kernel(&x, weight));
+            let y = match kernel {
                 Some(y) => y,
                 None => matmul_t(x, weight.clone(), rows),
             };
@@ -119,6 +123,18 @@ fn few_rows_kernel(x: &Tensor<2>, weight: &Tensor<2>, layout: WeightLayout) -> O
     }
     let _ = (x, weight, layout);
     None
+}
+
+/// The batch kernel's product over an `[out, in]` weight, where it applies to `x`'s row count
+/// and dtypes.
+fn batch_kernel(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
+    #[cfg(feature = "flex")]
+    return flex::batch_matmul_t(x, weight);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, weight);
+        None
+    }
 }
 
 fn with_bias(y: Tensor<2>, bias: Option<&Tensor<1>>) -> Tensor<2> {

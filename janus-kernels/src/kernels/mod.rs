@@ -3,6 +3,7 @@
 
 pub(crate) mod act;
 pub(crate) mod attention;
+pub(crate) mod batch;
 pub(crate) mod cached;
 pub(crate) mod conv;
 pub(crate) mod linear;

@@ -20,6 +20,7 @@ use half::f16;
 use rayon::prelude::*;
 use std::ops::Range;
 
+use crate::kernels::batch::{BatchWeight, MAX_BATCH_ROWS, batch_matmul_t};
 use crate::kernels::sgemm::Strided;
 
 /// A GGML block format.
@@ -377,10 +378,11 @@ const PANEL_VALUES: usize = 16 << 20;
 impl QuantMatrix {
     /// `y = x · Wᵀ` for any number of rows `m` (`x` is `[m, cols]`, row-major; `y` is
     /// `[m, rows]`): the integer kernels of [`QuantMatrix::matmul_rows`] for 1 to
-    /// [`MAX_QUANT_ROWS`] finite rows (decoding), otherwise the weight dequantised into f32
-    /// scratch (in panels of rows for the largest weights) and multiplied by the f32 GEMM
-    /// (prefill; also any row holding a NaN or infinity, which then propagates as in an f32
-    /// product).
+    /// [`MAX_QUANT_ROWS`] finite rows (decoding); up to [`crate::MAX_BATCH_ROWS`] rows (a short
+    /// prompt, 16 images' CFG rows) the f32 batch kernel over the weight dequantised a few rows
+    /// at a time into a per-task buffer; more rows (prefill) the weight dequantised into f32
+    /// scratch (in panels of rows for the largest weights) and multiplied by the f32 GEMM. A row
+    /// holding a NaN or infinity takes the f32 paths, where it propagates as in an f32 product.
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Result<Vec<f32>, QuantError> {
         check_len("x", m * self.cols, x.len())?;
         if m == 0 || self.rows == 0 {
@@ -388,6 +390,23 @@ impl QuantMatrix {
         }
         if m <= MAX_QUANT_ROWS && x.iter().all(|v| v.is_finite()) {
             return Ok(dot::matmul(QuantIsa::detect(), self, x, m));
+        }
+        if m <= MAX_BATCH_ROWS {
+            let widen = |rows: Range<usize>, out: &mut [f32]| {
+                let rb = self.row_bytes();
+                let src = &self.bytes[rows.start * rb..rows.end * rb];
+                for (y, q) in out.chunks_exact_mut(self.cols).zip(src.chunks_exact(rb)) {
+                    match self.kind {
+                        QuantKind::Q8_0 => q8_0::dequantize_row(q, y),
+                        QuantKind::Q4K => q4_k::dequantize_row(q, y),
+                    }
+                }
+                true
+            };
+            let weight = BatchWeight::Widen(&widen);
+            if let Some(y) = batch_matmul_t(x, m, self.cols, &weight, self.rows) {
+                return Ok(y);
+            }
         }
         self.dequantized_product(x, m, (PANEL_VALUES / self.cols).max(64))
     }
@@ -639,7 +658,8 @@ mod tests {
         for kind in [QuantKind::Q8_0, QuantKind::Q4K] {
             let w = QuantMatrix::quantize(kind, &gaussian(n * k, 11, 0.02), n, k).unwrap();
             let deq = w.dequantize_rows(0..n).unwrap();
-            for m in [1usize, 3, 4, 5, 17] {
+            // 5 and 17 rows take the batch kernel, 129 the GEMM.
+            for m in [1usize, 3, 4, 5, 17, MAX_BATCH_ROWS + 1] {
                 let x = gaussian(m * k, 12 + m as u64, 1.0);
                 let y = w.matmul_t(&x, m).unwrap();
                 let want = reference(&x, m, &deq, n, k);
