@@ -428,13 +428,9 @@ pub(crate) fn batch_matmul_t(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor
         _ => Cow::Owned(widened::<bf16>(xt.as_slice()?)),
     };
     let y = match weights_of(&w)? {
-        Weights::F32(v) => kernels::batch::batch_matmul_t(
-            &x32,
-            rows,
-            d_in,
-            &BatchWeight::F32(v),
-            d_out,
-        ),
+        Weights::F32(v) => {
+            kernels::batch::batch_matmul_t(&x32, rows, d_in, &BatchWeight::F32(v), d_out)
+        }
         Weights::F16(v) => {
             let widen = |r: std::ops::Range<usize>, out: &mut [f32]| {
                 v[r.start * d_in..r.end * d_in].convert_to_f32_slice(out);
@@ -527,7 +523,9 @@ mod tests {
                 let x16 = x.clone().cast(DType::F16);
                 if let Some(y) = batch_matmul_t(&x16, &w) {
                     assert_eq!(y.dtype(), DType::F16);
-                    let want = x16.cast(DType::F32).matmul(w.clone().cast(DType::F32).transpose());
+                    let want = x16
+                        .cast(DType::F32)
+                        .matmul(w.clone().cast(DType::F32).transpose());
                     close(&y, &want, 1e-3);
                 }
             }
@@ -537,7 +535,10 @@ mod tests {
                 assert!(batch_matmul_t(&x, &w).is_none(), "{rows} rows");
             }
             let x = Tensor::<2>::random([9, 75], burn::tensor::Distribution::Default, &device);
-            assert!(batch_matmul_t(&x, &w.clone().transpose()).is_none(), "a view");
+            assert!(
+                batch_matmul_t(&x, &w.clone().transpose()).is_none(),
+                "a view"
+            );
         }
     }
 

@@ -129,9 +129,9 @@ pub(crate) fn batch_matmul_t_with(
     let mut ct = vec![0f32; n * mp];
     let task = TASK_GROUPS * nr;
     let failed = AtomicBool::new(false);
-    ct.par_chunks_mut(task * mp)
-        .enumerate()
-        .for_each_init(Vec::new, |buf: &mut Vec<f32>, (t, out)| {
+    ct.par_chunks_mut(task * mp).enumerate().for_each_init(
+        Vec::new,
+        |buf: &mut Vec<f32>, (t, out)| {
             let start = t * task;
             let end = (start + task).min(n);
             let mut j = start;
@@ -154,7 +154,8 @@ pub(crate) fn batch_matmul_t_with(
                 }
                 j += g;
             }
-        });
+        },
+    );
     if failed.load(Ordering::Relaxed) {
         return None;
     }
@@ -206,7 +207,10 @@ fn tile(
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("no tile is detected off x86_64: {tiles:?} {g} {k} {stride} {}", out.len());
+    unreachable!(
+        "no tile is detected off x86_64: {tiles:?} {g} {k} {stride} {}",
+        out.len()
+    );
 }
 
 /// # Safety
@@ -302,7 +306,13 @@ mod tests {
     /// same bits from every tile and from the widened weight.
     #[test]
     fn matches_the_f64_product_on_every_tile() {
-        for (m, k, n) in [(1, 7, 5), (5, 33, 13), (16, 64, 97), (17, 40, 200), (32, 96, 12)] {
+        for (m, k, n) in [
+            (1, 7, 5),
+            (5, 33, 13),
+            (16, 64, 97),
+            (17, 40, 200),
+            (32, 96, 12),
+        ] {
             let x = test_values(m * k, 3);
             let w = test_values(n * k, 11);
             let expected = reference(&x, m, k, &w, n);
@@ -316,7 +326,10 @@ mod tests {
                     let y = batch_matmul_t_with(tiles, &x, m, k, &weight, n).unwrap();
                     for (a, e) in y.iter().zip(&expected) {
                         let tol = 1e-5 * (k as f64).sqrt() * (1.0 + e.abs());
-                        assert!((*a as f64 - e).abs() <= tol, "{m}x{k}x{n} {tiles:?}: {a} vs {e}");
+                        assert!(
+                            (*a as f64 - e).abs() <= tol,
+                            "{m}x{k}x{n} {tiles:?}: {a} vs {e}"
+                        );
                     }
                     match &first {
                         Some(f) => assert_eq!(f, &y, "{m}x{k}x{n} {tiles:?}"),
