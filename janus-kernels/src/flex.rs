@@ -9,13 +9,16 @@ use crate::kernels;
 use crate::kernels::batch::{BatchWeight, MAX_BATCH_ROWS};
 use crate::kernels::cached::CacheView;
 use crate::kernels::rows::{MAX_ROWS, WeightLayout, Weights, matmul_rows, widened};
+use crate::kernels::sgemm::{PANEL_VALUES, widened_product};
 use crate::ops::ConvAlgorithm;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{Bool, DType, Tensor, TensorData, bf16, f16};
 use burn_dispatch::{BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind};
 use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// Whether the storage can be viewed as elements of `align` bytes (`as_slice` would panic
 /// on a misaligned buffer).
@@ -401,17 +404,22 @@ pub(crate) fn few_rows_matmul(
     Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
 }
 
-/// [`crate::nn::linear`]'s product for a batch of rows over an `[out, in]` weight
-/// ([`batch_matmul_t`]); `None` where it does not apply (more than [`MAX_ROWS`] and at most
-/// [`MAX_BATCH_ROWS`] rows, f32, f16 or bf16 input and contiguous weight, no autodiff, a CPU
-/// with AVX2 + FMA).
-pub(crate) fn batch_matmul_t(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
+/// [`crate::nn::linear`]'s product for more than [`MAX_ROWS`] rows over an `[out, in]` weight;
+/// `None` where it does not apply (f32, f16 or bf16 input and contiguous weight, no autodiff).
+///
+/// Up to [`MAX_BATCH_ROWS`] rows on a CPU with AVX2 + FMA: the batch kernel, reading an f32
+/// weight in place and widening a half-precision one a tile group at a time. More rows over a
+/// half-precision weight: the weight widened into reused f32 panels, each one parallel `gemm`
+/// call (burn's product would cast the whole weight to a fresh f32 tensor every call). More rows
+/// over an f32 weight: `None`, burn's product is that same `gemm` call.
+pub(crate) fn many_rows_matmul_t(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
     let [rows, d_in] = x.dims();
     let [d_out, w_in] = weight.dims();
     let (dtype, w_dtype) = (x.dtype(), weight.dtype());
     let handled = matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
         && matches!(w_dtype, DType::F32 | DType::F16 | DType::BF16);
-    if w_in != d_in || !(MAX_ROWS + 1..=MAX_BATCH_ROWS).contains(&rows) || !handled {
+    let batch = rows <= MAX_BATCH_ROWS && kernels::batch::Tiles::detect().is_some();
+    if w_in != d_in || rows <= MAX_ROWS || !handled || (!batch && w_dtype == DType::F32) {
         return None;
     }
     if x.device().is_autodiff() {
@@ -427,31 +435,44 @@ pub(crate) fn batch_matmul_t(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor
         DType::F16 => Cow::Owned(widened::<f16>(xt.as_slice()?)),
         _ => Cow::Owned(widened::<bf16>(xt.as_slice()?)),
     };
-    let y = match weights_of(&w)? {
-        Weights::F32(v) => {
-            kernels::batch::batch_matmul_t(&x32, rows, d_in, &BatchWeight::F32(v), d_out)
-        }
-        Weights::F16(v) => {
-            let widen = |r: std::ops::Range<usize>, out: &mut [f32]| {
-                v[r.start * d_in..r.end * d_in].convert_to_f32_slice(out);
-                true
-            };
-            kernels::batch::batch_matmul_t(&x32, rows, d_in, &BatchWeight::Widen(&widen), d_out)
-        }
-        Weights::BF16(v) => {
-            let widen = |r: std::ops::Range<usize>, out: &mut [f32]| {
-                v[r.start * d_in..r.end * d_in].convert_to_f32_slice(out);
-                true
-            };
-            kernels::batch::batch_matmul_t(&x32, rows, d_in, &BatchWeight::Widen(&widen), d_out)
-        }
-    }?;
+    let weights = weights_of(&w)?;
+    let y = if batch {
+        let widen = |r: Range<usize>, out: &mut [f32]| {
+            widen_rows(&weights, d_in, r, out);
+            true
+        };
+        let weight = match weights {
+            Weights::F32(v) => BatchWeight::F32(v),
+            _ => BatchWeight::Widen(&widen),
+        };
+        kernels::batch::batch_matmul_t(&x32, rows, d_in, &weight, d_out)?
+    } else {
+        let widen = |r: Range<usize>, out: &mut [f32]| {
+            let per_task = (r.len().div_ceil(64) * d_in).max(d_in);
+            out.par_chunks_mut(per_task).enumerate().for_each(|(t, o)| {
+                let start = r.start + t * per_task / d_in;
+                widen_rows(&weights, d_in, start..start + o.len() / d_in, o);
+            });
+            Ok::<(), ()>(())
+        };
+        widened_product(&x32, rows, d_in, d_out, PANEL_VALUES / d_in, widen).ok()?
+    };
     let data = match dtype {
         DType::F32 => TensorData::new(y, [rows, d_out]),
         DType::F16 => TensorData::new(narrowed::<f16>(&y), [rows, d_out]),
         _ => TensorData::new(narrowed::<bf16>(&y), [rows, d_out]),
     };
     Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
+}
+
+/// Rows `rows` of an `[n, k]` weight as f32, into `out` (`rows.len() · k` values).
+fn widen_rows(weights: &Weights<'_>, k: usize, rows: Range<usize>, out: &mut [f32]) {
+    let range = rows.start * k..rows.end * k;
+    match weights {
+        Weights::F32(v) => out.copy_from_slice(&v[range]),
+        Weights::F16(v) => v[range].convert_to_f32_slice(out),
+        Weights::BF16(v) => v[range].convert_to_f32_slice(out),
+    }
 }
 
 /// f32 values rounded to f16 or bf16.
@@ -504,24 +525,28 @@ mod tests {
         }
     }
 
-    /// The batch kernel takes 5 to 128 rows over a contiguous `[out, in]` weight in any float
-    /// dtype, accumulating in f32; it declines the few-row counts, larger batches and views.
+    /// More than the few rows: the batch kernel up to 128 rows over a contiguous `[out, in]`
+    /// weight in any float dtype, widened panels and `gemm` beyond over a half-precision weight,
+    /// both accumulating in f32; burn's product (`None`) for the few-row counts, an f32 weight
+    /// beyond 128 rows and views.
     #[test]
-    fn batch_kernel_matches_burns_product_in_f32() {
+    fn many_rows_match_burns_product_in_f32() {
         let device = Device::flex();
         let w = Tensor::<2>::random([75, 48], burn::tensor::Distribution::Default, &device);
+        let batch = kernels::batch::Tiles::detect().is_some();
         for w_dtype in [DType::F32, DType::F16, DType::BF16] {
             let w = w.clone().cast(w_dtype);
-            for rows in [MAX_ROWS + 1, 33, MAX_BATCH_ROWS] {
+            for rows in [MAX_ROWS + 1, 33, MAX_BATCH_ROWS, MAX_BATCH_ROWS + 1, 300] {
                 let x =
                     Tensor::<2>::random([rows, 48], burn::tensor::Distribution::Default, &device);
                 let want = x.clone().matmul(w.clone().cast(DType::F32).transpose());
-                match kernels::batch::Tiles::detect() {
-                    Some(_) => close(&batch_matmul_t(&x, &w).expect("applies"), &want, 1e-5),
-                    None => assert!(batch_matmul_t(&x, &w).is_none()),
+                let applies = w_dtype != DType::F32 || (batch && rows <= MAX_BATCH_ROWS);
+                match many_rows_matmul_t(&x, &w) {
+                    Some(y) => close(&y, &want, 1e-5),
+                    None => assert!(!applies, "{rows} rows over {w_dtype:?}"),
                 }
                 let x16 = x.clone().cast(DType::F16);
-                if let Some(y) = batch_matmul_t(&x16, &w) {
+                if let Some(y) = many_rows_matmul_t(&x16, &w) {
                     assert_eq!(y.dtype(), DType::F16);
                     let want = x16
                         .cast(DType::F32)
@@ -529,14 +554,12 @@ mod tests {
                     close(&y, &want, 1e-3);
                 }
             }
-            for rows in [MAX_ROWS, MAX_BATCH_ROWS + 1] {
-                let x =
-                    Tensor::<2>::random([rows, 48], burn::tensor::Distribution::Default, &device);
-                assert!(batch_matmul_t(&x, &w).is_none(), "{rows} rows");
-            }
+            let x =
+                Tensor::<2>::random([MAX_ROWS, 48], burn::tensor::Distribution::Default, &device);
+            assert!(many_rows_matmul_t(&x, &w).is_none(), "few rows");
             let x = Tensor::<2>::random([9, 75], burn::tensor::Distribution::Default, &device);
             assert!(
-                batch_matmul_t(&x, &w.clone().transpose()).is_none(),
+                many_rows_matmul_t(&x, &w.clone().transpose()).is_none(),
                 "a view"
             );
         }

@@ -19,8 +19,9 @@ use crate::flex;
 /// they go through [`crate::few_rows_matmul`]'s kernel where it applies, with the bias added
 /// after. A batch of rows over an `OutIn` weight (more than [`MAX_ROWS`], at most
 /// [`crate::MAX_BATCH_ROWS`]: short prompts, 16 images' CFG rows) goes through the batch kernel,
-/// which reads the weight once in its own layout instead of packing it as `gemm` does.
-/// Everything else is burn's product: for `OutIn`, one matrix product over the rows
+/// which reads the weight once in its own layout instead of packing it as `gemm` does; more rows
+/// over a half-precision `OutIn` weight go through `gemm` on the weight widened into reused f32
+/// panels. Everything else is burn's product: for `OutIn`, one matrix product over the rows
 /// flattened (a weight in another dtype cast to `x`'s; a few rows on another backend or under
 /// autodiff as [`crate::few_rows_matmul`] computes them), for `InOut` burn's `linear`.
 ///
@@ -125,11 +126,11 @@ fn few_rows_kernel(x: &Tensor<2>, weight: &Tensor<2>, layout: WeightLayout) -> O
     None
 }
 
-/// The batch kernel's product over an `[out, in]` weight, where it applies to `x`'s row count
-/// and dtypes.
+/// The batch kernel's or the widened panels' product over an `[out, in]` weight, where it
+/// applies to `x`'s row count and dtypes.
 fn batch_kernel(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
     #[cfg(feature = "flex")]
-    return flex::batch_matmul_t(x, weight);
+    return flex::many_rows_matmul_t(x, weight);
     #[cfg(not(feature = "flex"))]
     {
         let _ = (x, weight);

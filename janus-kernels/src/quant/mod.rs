@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 use crate::kernels::batch::{BatchWeight, MAX_BATCH_ROWS, batch_matmul_t};
-use crate::kernels::sgemm::Strided;
+use crate::kernels::sgemm::{PANEL_VALUES, widened_product};
 
 /// A GGML block format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -368,13 +368,6 @@ impl QuantMatrix {
     }
 }
 
-/// Values per dequantised panel in [`QuantMatrix::matmul_t`]: 64 MB of f32 scratch, a whole
-/// weight for every layer of the 1B model, so a prefill product is the same single `gemm` call
-/// the f32 model makes (cutting it into cache-sized panels repacked the activations for every
-/// panel and added a join per panel: 10–15 % slower prefill). `lm_head` and the 7B's MLP weights
-/// go in a few panels.
-const PANEL_VALUES: usize = 16 << 20;
-
 impl QuantMatrix {
     /// `y = x · Wᵀ` for any number of rows `m` (`x` is `[m, cols]`, row-major; `y` is
     /// `[m, rows]`): the integer kernels of [`QuantMatrix::matmul_rows`] for 1 to
@@ -418,46 +411,9 @@ impl QuantMatrix {
         m: usize,
         panel: usize,
     ) -> Result<Vec<f32>, QuantError> {
-        let panel = panel.clamp(1, self.rows);
-        // The scratch is kept per thread between calls: a fresh 46 MB buffer a product costs
-        // more in page faults than the dequantisation itself (measured: 40 % slower products).
-        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        if scratch.len() < panel * self.cols {
-            scratch.resize(panel * self.cols, 0.0);
-        }
-        let mut y = vec![0f32; m * self.rows];
-        let mut start = 0;
-        while start < self.rows {
-            let end = (start + panel).min(self.rows);
-            let n = end - start;
-            let w = &mut scratch[..n * self.cols];
-            self.dequantize_rows_into(start..end, w)?;
-            // SAFETY: `y` is `[m, rows]` and the product writes its columns [start, end) of every
-            // row; `x` is `[m, cols]` (checked above); the panel `w` is `[n, cols]`, read as its
-            // transposed `[cols, n]` view. Nothing else touches `y` meanwhile.
-            unsafe {
-                crate::kernels::sgemm::sgemm_parallel(
-                    (m, n, self.cols),
-                    Strided::rows(y.as_mut_ptr().add(start), self.rows),
-                    Strided::rows(x.as_ptr(), self.cols),
-                    Strided {
-                        ptr: w.as_ptr(),
-                        row_stride: 1,
-                        col_stride: self.cols as isize,
-                    },
-                );
-            }
-            start = end;
-        }
-        SCRATCH.with(|s| *s.borrow_mut() = scratch);
-        Ok(y)
+        let widen = |rows: Range<usize>, out: &mut [f32]| self.dequantize_rows_into(rows, out);
+        widened_product(x, m, self.cols, self.rows, panel, widen)
     }
-}
-
-thread_local! {
-    /// [`QuantMatrix::dequantized_product`]'s f32 panel, reused by the next product on the
-    /// same thread (at most [`PANEL_VALUES`] values once the largest weight has been seen).
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), QuantError> {
