@@ -2,7 +2,7 @@
 //! take (a prompt of a few dozen tokens, the seed's 16 images drawing 32 CFG rows a step) and
 //! too few for `gemm` to pay back packing the weight. `gemm` transposes each `[out, in]` panel
 //! with scalar moves before its micro-kernel sees it; at 32 rows that packing was 60 % of an
-//! image step (measurements: docs/perf-notes.md §33).
+//! image step (measurements: docs/perf-notes.md §29).
 //!
 //! Here nothing of the weight is packed. The batch is transposed once per call into blocks of
 //! `[in][32]` (AVX-512) or `[in][16]` (AVX2); a register tile holds the sums of one block of
