@@ -15,7 +15,9 @@ use common::torch_pickle::{
     write_state_dict_with_call, write_torch_zip,
 };
 use janus_core::checkpoint::remap::is_ignored;
-use janus_core::{CheckpointLayout, JanusError, JanusModel, LoadOptions, LoadReport};
+use janus_core::{
+    CheckpointFormat, CheckpointLayout, JanusError, JanusModel, LoadOptions, LoadReport,
+};
 use janus_testutil::{read_goldens, rel_err};
 use safetensors::{Dtype, SafeTensors};
 use tempfile::TempDir;
@@ -657,6 +659,14 @@ fn error_malicious_pickle_runs_nothing() {
             assert_eq!(key, &None, "{kind}");
             assert_eq!(global, &format!("{module}.system"));
             assert!(message(&e).contains("root"), "{e}");
+            // The reader the exporter re-reads a source with applies the same check.
+            let read = janus_core::checkpoint::read_tensors(&file, CheckpointFormat::Pytorch);
+            assert!(
+                matches!(read, Err(JanusError::UnsafePickle { .. })),
+                "{module}.system {kind}: read_tensors gave {:?}",
+                read.map(|t| t.len())
+            );
+            assert!(!pwned.exists());
         }
     }
 }

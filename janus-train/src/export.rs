@@ -31,13 +31,11 @@ use burn::tensor::DType;
 use burn_store::burn_pack::{Bytes, Tensor as PackTensor};
 use burn_store::{
     BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot,
-    ModuleStore, PytorchStore, SafetensorsStore,
 };
+use janus_core::checkpoint::read_tensors;
 use janus_core::checkpoint::remap::{Placement, checkpoint_keys, is_ignored, placement};
 use janus_core::processor::{ImageProcessorConfig, Processor, ProcessorConfig};
-use janus_core::{
-    CheckpointFormat, CheckpointLayout, JanusConfig, JanusError, JanusModel, ModelLayout,
-};
+use janus_core::{CheckpointLayout, JanusConfig, JanusError, JanusModel, ModelLayout};
 
 use crate::checkpoint::commit_dir;
 
@@ -396,22 +394,12 @@ fn unused_source_tensors(source_dir: &Path) -> Result<Vec<PackTensor>, ExportErr
     };
     let mut out = Vec::new();
     for file in &layout.files {
-        let err = |e: String| JanusError::Checkpoint {
-            path: file.clone(),
-            message: e,
-        };
-        let all = match layout.format {
-            CheckpointFormat::Safetensors => SafetensorsStore::from_file(file)
-                .get_all_tensors()
-                .map_err(|e| err(e.to_string()))?
-                .clone(),
-            CheckpointFormat::Pytorch => PytorchStore::from_file(file)
-                .map_indices_contiguous(false)
-                .get_all_tensors()
-                .map_err(|e| err(e.to_string()))?
-                .clone(),
-        };
-        out.extend(all.into_values().filter(|t| is_ignored(&t.name)));
+        let all = read_tensors(file, layout.format)?;
+        out.extend(
+            all.into_iter()
+                .map(|(_, t)| t)
+                .filter(|t| is_ignored(&t.name)),
+        );
     }
     Ok(out)
 }

@@ -80,8 +80,10 @@ impl ModuleVisitor for ShapeVisitor {
     }
 }
 
-/// Reads every tensor of one file, lazily (data is materialised when applied).
-fn read_tensors(
+/// Reads every tensor of one checkpoint file with its checkpoint key, lazily (data is
+/// materialised when read); a PyTorch pickle is checked for unsafe calls first
+/// ([`JanusError::UnsafePickle`]).
+pub fn read_tensors(
     path: &Path,
     format: CheckpointFormat,
 ) -> Result<Vec<(String, PackTensor)>, JanusError> {
