@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-/// The most rows [`batch_matmul_t`] is used for: up to 128 rows it beats `gemm` on the 1B
+/// The most rows the batch kernel is used for: up to 128 rows it beats `gemm` on the 1B
 /// model's products (2.2× at 32 rows, 1.4× at 128); at 640 `gemm` is 15 % faster.
 pub const MAX_BATCH_ROWS: usize = 128;
 
@@ -92,7 +92,7 @@ pub(crate) fn batch_matmul_t(
     batch_matmul_t_with(Tiles::detect()?, x, m, k, weight, n)
 }
 
-/// [`batch_matmul_t`] over an f32 weight, for the profiling tools.
+/// The batch kernel's `x · Wᵀ` over an f32 `[n, k]` weight, for the profiling tools.
 #[cfg(feature = "profiling")]
 pub fn batch_matmul_t_f32(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Option<Vec<f32>> {
     batch_matmul_t(x, m, k, &BatchWeight::F32(w), n)
