@@ -390,18 +390,9 @@ pub(crate) fn few_rows_matmul(
     }
     let weights = weights_of(&w)?;
     // A few rows of half-precision input: widened once, a negligible copy.
-    let x32: Cow<'_, [f32]> = match dtype {
-        DType::F32 => Cow::Borrowed(xt.as_slice()?),
-        DType::F16 => Cow::Owned(widened::<f16>(xt.as_slice()?)),
-        _ => Cow::Owned(widened::<bf16>(xt.as_slice()?)),
-    };
+    let x32 = rows_f32(&xt, dtype)?;
     let y = matmul_rows(&x32, rows, weights, layout, d_in, d_out)?;
-    let data = match dtype {
-        DType::F32 => TensorData::new(y, [rows, d_out]),
-        DType::F16 => TensorData::new(narrowed::<f16>(&y), [rows, d_out]),
-        _ => TensorData::new(narrowed::<bf16>(&y), [rows, d_out]),
-    };
-    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
+    Some(rows_tensor(y, dtype, [rows, d_out]))
 }
 
 /// [`crate::nn::linear`]'s product for more than [`MAX_ROWS`] rows over an `[out, in]` weight;
@@ -430,11 +421,7 @@ pub(crate) fn many_rows_matmul_t(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Te
     if !aligned(&xt, dtype.size()) {
         return None;
     }
-    let x32: Cow<'_, [f32]> = match dtype {
-        DType::F32 => Cow::Borrowed(xt.as_slice()?),
-        DType::F16 => Cow::Owned(widened::<f16>(xt.as_slice()?)),
-        _ => Cow::Owned(widened::<bf16>(xt.as_slice()?)),
-    };
+    let x32 = rows_f32(&xt, dtype)?;
     let weights = weights_of(&w)?;
     let y = if batch {
         let widen = |r: Range<usize>, out: &mut [f32]| {
@@ -457,12 +444,26 @@ pub(crate) fn many_rows_matmul_t(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Te
         };
         widened_product(&x32, rows, d_in, d_out, PANEL_VALUES / d_in, widen).ok()?
     };
+    Some(rows_tensor(y, dtype, [rows, d_out]))
+}
+
+/// The values of a contiguous f32, f16 or bf16 input as f32 (borrowed when already f32).
+fn rows_f32(xt: &FlexTensor, dtype: DType) -> Option<Cow<'_, [f32]>> {
+    Some(match dtype {
+        DType::F32 => Cow::Borrowed(xt.as_slice()?),
+        DType::F16 => Cow::Owned(widened::<f16>(xt.as_slice()?)),
+        _ => Cow::Owned(widened::<bf16>(xt.as_slice()?)),
+    })
+}
+
+/// An f32 product's output as a tensor in the input's `dtype` (f32, f16 or bf16).
+fn rows_tensor(y: Vec<f32>, dtype: DType, shape: [usize; 2]) -> Tensor<2> {
     let data = match dtype {
-        DType::F32 => TensorData::new(y, [rows, d_out]),
-        DType::F16 => TensorData::new(narrowed::<f16>(&y), [rows, d_out]),
-        _ => TensorData::new(narrowed::<bf16>(&y), [rows, d_out]),
+        DType::F32 => TensorData::new(y, shape),
+        DType::F16 => TensorData::new(narrowed::<f16>(&y), shape),
+        _ => TensorData::new(narrowed::<bf16>(&y), shape),
     };
-    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(data)))
+    Tensor::from_primitive::<Flex>(FlexTensor::from_data(data))
 }
 
 /// Rows `rows` of an `[n, k]` weight as f32, into `out` (`rows.len() · k` values).

@@ -326,10 +326,7 @@ impl QuantMatrix {
         let kind = self.kind;
         out.par_chunks_mut(self.cols)
             .zip(src.par_chunks(rb))
-            .for_each(|(y, q)| match kind {
-                QuantKind::Q8_0 => q8_0::dequantize_row(q, y),
-                QuantKind::Q4K => q4_k::dequantize_row(q, y),
-            });
+            .for_each(|(y, q)| dequantize_row(kind, q, y));
         Ok(())
     }
 
@@ -389,10 +386,7 @@ impl QuantMatrix {
                 let rb = self.row_bytes();
                 let src = &self.bytes[rows.start * rb..rows.end * rb];
                 for (y, q) in out.chunks_exact_mut(self.cols).zip(src.chunks_exact(rb)) {
-                    match self.kind {
-                        QuantKind::Q8_0 => q8_0::dequantize_row(q, y),
-                        QuantKind::Q4K => q4_k::dequantize_row(q, y),
-                    }
+                    dequantize_row(self.kind, q, y);
                 }
                 true
             };
@@ -413,6 +407,14 @@ impl QuantMatrix {
     ) -> Result<Vec<f32>, QuantError> {
         let widen = |rows: Range<usize>, out: &mut [f32]| self.dequantize_rows_into(rows, out);
         widened_product(x, m, self.cols, self.rows, panel, widen)
+    }
+}
+
+/// One row of `kind` blocks as f32.
+fn dequantize_row(kind: QuantKind, q: &[u8], y: &mut [f32]) {
+    match kind {
+        QuantKind::Q8_0 => q8_0::dequantize_row(q, y),
+        QuantKind::Q4K => q4_k::dequantize_row(q, y),
     }
 }
 
